@@ -1,0 +1,158 @@
+"""Typed configuration for a model, a training run and its resources.
+
+Everything a user can set is validated here, once, at the edge: unknown keys and bad values are
+errors that name the field and what was expected. Nothing below this layer re-checks its inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+#: The paper's size ladder (Smith et al. 2024, "AstroPT"): label -> (n_layer, n_head, n_embd).
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "1M": (4, 8, 128),
+    "5M": (6, 8, 256),
+    "12M": (6, 8, 384),
+    "21M": (6, 8, 512),
+    "89M": (12, 12, 768),
+    "309M": (24, 16, 1024),
+    "830M": (16, 8, 2048),
+    "2.1B": (26, 32, 2560),
+}
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors, values are immutable after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """Shape of one astroPT model and of the images it reads."""
+
+    n_layer: PositiveInt
+    n_head: PositiveInt
+    n_embd: PositiveInt
+    image_size: PositiveInt = 64
+    patch_size: PositiveInt = 16
+    n_chan: PositiveInt = 3
+    bias: bool = False
+    preset: str | None = None
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size})"
+            )
+        if self.n_patches < 2:
+            raise ValueError(
+                f"image_size {self.image_size} with patch_size {self.patch_size} gives one patch; "
+                "next-patch prediction needs at least 2"
+            )
+        return self
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: object) -> ModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        n_layer, n_head, n_embd = PRESETS[name]
+        fields = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "preset": name}
+        return cls(**(fields | overrides))
+
+    @property
+    def name(self) -> str:
+        return self.preset or f"L{self.n_layer}-H{self.n_head}-D{self.n_embd}"
+
+    @property
+    def grid(self) -> int:
+        """Patches along one side of the image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.n_chan
+
+    @property
+    def block_size(self) -> int:
+        """Positions the model reads: all patches but the last, each predicting its successor."""
+        return self.n_patches - 1
+
+
+class OptimConfig(StrictModel):
+    """AdamW and its learning-rate schedule (warmup, then cosine decay to lr * min_lr_ratio)."""
+
+    lr: PositiveFloat = 6e-4
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    schedule: Literal["cosine"] = "cosine"
+
+
+class DataConfig(StrictModel):
+    """Where the train and validation shard sets live (local directories or s3:// URIs)."""
+
+    train: str
+    val: str
+    check: Literal["full", "structure"] = "full"
+
+
+class DivergenceConfig(StrictModel):
+    """When a run is declared diverged: non-finite loss, or loss above spike_factor x its best."""
+
+    spike_factor: float = Field(3.0, gt=1)
+    min_steps: int = Field(10, ge=0)
+
+
+class TrainConfig(StrictModel):
+    """One training run: a model, a token budget, the data and the optimiser."""
+
+    model: ModelConfig
+    data: DataConfig
+    tokens: PositiveInt
+    global_batch_tokens: PositiveInt = 960
+    micro_batch_images: PositiveInt = 32
+    optim: OptimConfig = OptimConfig()
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    seed: int = 0
+    eval_every: PositiveInt = 50
+    eval_batches: PositiveInt = 4
+    eval_batch_images: PositiveInt = 64
+    checkpoint_every: PositiveInt = 50
+    log_every: PositiveInt = 10
+    divergence: DivergenceConfig = DivergenceConfig()
+
+
+class ResourcesConfig(StrictModel):
+    """What one run asks of the Ray cluster."""
+
+    workers: PositiveInt = 2
+    use_gpu: bool = False
+    cpus_per_worker: PositiveFloat = 0.5
+    gpus_per_worker: PositiveFloat = 1.0
+
+
+class TrackingConfig(StrictModel):
+    """MLflow tracking store and experiment."""
+
+    uri: str = Field(default_factory=lambda: default_tracking_uri())
+    experiment: str = "astropt-default"
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """A local SQLite store under ./runs (MLflow 3 refuses a bare ./mlruns file store)."""
+    path = (root or Path.cwd()) / "runs" / "mlflow.db"
+    return f"sqlite:///{path.resolve()}"

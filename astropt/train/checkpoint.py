@@ -1,0 +1,33 @@
+"""DeepSpeed checkpoints through Ray Train: every rank saves its shard, Ray stores them together."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+
+import deepspeed
+import ray.train
+from ray.train import Checkpoint
+
+TAG = "astropt"
+
+
+def save_and_report(
+    engine: deepspeed.DeepSpeedEngine, step: int, metrics: Mapping[str, float]
+) -> None:
+    """Save this rank's shard of the state at `step` and report it with `metrics`."""
+    with tempfile.TemporaryDirectory(prefix="astropt-ckpt-") as tmp:
+        engine.save_checkpoint(tmp, tag=TAG, client_state={"step": step})
+        ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp))
+
+
+def restore(engine: deepspeed.DeepSpeedEngine) -> int:
+    """Load the latest reported checkpoint, if any; return the optimizer steps it had done."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        path, client_state = engine.load_checkpoint(folder, tag=TAG)
+    if path is None:
+        raise RuntimeError(f"checkpoint {checkpoint.path} holds no DeepSpeed state tagged {TAG}")
+    return int(client_state["step"])

@@ -1,0 +1,62 @@
+"""The DeepSpeed engine of one worker: ZeRO config, AdamW param groups, the LR schedule."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import deepspeed
+import torch
+from torch import nn
+
+from astropt.config import TrainConfig
+from astropt.schedule import cosine_multiplier
+from astropt.train.plan import TrainPlan
+
+
+def deepspeed_config(cfg: TrainConfig, plan: TrainPlan, bf16: bool) -> dict:
+    """ZeRO stage as configured; bf16 on GPU, fp32 on CPU (DeepSpeed refuses fp16 on CPU)."""
+    return {
+        "train_batch_size": plan.global_batch_images,
+        "train_micro_batch_size_per_gpu": plan.micro_batch_images,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; biases, LayerNorm gains and nothing else are exempt."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_engine(
+    model: nn.Module, cfg: TrainConfig, plan: TrainPlan, bf16: bool
+) -> deepspeed.DeepSpeedEngine:
+    """AdamW (torch's, passed in: DeepSpeed's own optimizers compile C++ ops on CPU)."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.optim.weight_decay),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        fused=torch.cuda.is_available(),
+    )
+    schedule = partial(
+        cosine_multiplier,
+        total_steps=plan.steps,
+        warmup_steps=plan.warmup_steps,
+        min_ratio=cfg.optim.min_lr_ratio,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, plan, bf16),
+    )
+    return engine

@@ -1,0 +1,237 @@
+"""The per-worker training loop that Ray Train runs on every worker of a run."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import deepspeed
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train.torch import get_device
+from safetensors.torch import save_file
+
+from astropt.config import StrictModel, TrainConfig
+from astropt.data.pipeline import endless_batches, validation_batches
+from astropt.model import AstroPT
+from astropt.patches import images_to_tokens
+from astropt.tracking import MetricBuffer, logged_through, make_client, set_tags
+from astropt.train import checkpoint
+from astropt.train.engine import build_engine
+from astropt.train.plan import make_plan
+
+#: Dense bf16 peak FLOP/s by GPU name (vendor datasheets), for MFU; unknown devices get none.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+class WorkerJob(StrictModel):
+    """Everything a worker needs, sent by the driver as the train loop config."""
+
+    train: TrainConfig
+    tracking_uri: str
+    run_id: str
+    val_batches: int
+    submitted_at: float = 0.0
+
+
+@dataclass
+class Progress:
+    """Loss and throughput bookkeeping between log points, and the divergence test."""
+
+    spike_factor: float
+    min_steps: int
+    best: float = math.inf
+    since: float = field(default_factory=time.perf_counter)
+
+    def diverged(self, step: int, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if step >= self.min_steps and loss > self.spike_factor * self.best:
+            return True
+        self.best = min(self.best, loss)
+        return False
+
+    def seconds_since_last(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.since = now - self.since, now
+        return elapsed
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def _mean_across_workers(total: torch.Tensor, count: float) -> float:
+    """Mean of a per-worker sum over all workers (the same value on every rank)."""
+    packed = torch.stack([total.float(), torch.tensor(count, device=total.device)])
+    if dist.is_initialized():
+        dist.all_reduce(packed)
+    return (packed[0] / packed[1]).item()
+
+
+def _validation_loss(
+    engine: deepspeed.DeepSpeedEngine, batches: list[torch.Tensor], patch: int, dtype: torch.dtype
+) -> float:
+    """Mean loss over the fixed validation batches; each rank takes every world-th image."""
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    total = torch.zeros((), device=engine.device)
+    rows = 0
+    engine.eval()
+    with torch.no_grad():
+        for images in batches:
+            part = images[rank::world].to(engine.device)
+            _, loss = engine(images_to_tokens(part, patch).to(dtype))
+            total += loss.float() * len(part)
+            rows += len(part)
+    engine.train()
+    return _mean_across_workers(total, rows)
+
+
+def _export_weights(engine: deepspeed.DeepSpeedEngine, job: WorkerJob, rank: int) -> None:
+    """safetensors weights plus their config, logged to the run's `model/` artifacts."""
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        if rank != 0:
+            return
+        state = {
+            k: v.detach().float().cpu().contiguous() for k, v in engine.module.state_dict().items()
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            save_file(state, Path(tmp) / "model.safetensors")
+            (Path(tmp) / "config.json").write_text(job.train.model.model_dump_json(indent=2))
+            make_client(job.tracking_uri).log_artifacts(job.run_id, tmp, artifact_path="model")
+
+
+class WorkerRun:
+    """One worker's share of a run: its engine, its data streams and (rank 0) its MLflow log."""
+
+    def __init__(self, job: WorkerJob) -> None:
+        entered = time.time()
+        self.job, self.cfg = job, job.train
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.plan = make_plan(self.cfg, context.get_world_size())
+        device = get_device()
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.peak = _peak_flops(device)
+        torch.manual_seed(self.cfg.seed)
+        self.engine = build_engine(
+            AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
+        )
+        engine_ready = time.time()
+        self.step = checkpoint.restore(self.engine)
+        self.buffer = self._metric_buffer() if self.rank == 0 else None
+        self.val = validation_batches(
+            self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
+        )
+        stream = endless_batches(ray.train.get_dataset_shard("train"), self.plan.micro_batch_images)
+        first = next(stream)
+        self.stream = itertools.chain([first], stream)
+        self.log(
+            self.step,
+            {
+                "time/worker_start_s": entered - job.submitted_at,
+                "time/engine_init_s": engine_ready - entered,
+                "time/first_batch_s": time.time() - engine_ready,
+            },
+        )
+        self.progress = Progress(self.cfg.divergence.spike_factor, self.cfg.divergence.min_steps)
+        self.loss_sum = torch.zeros((), device=self.engine.device)
+        self.steps_in_window = 0
+
+    def _metric_buffer(self) -> MetricBuffer:
+        client = make_client(self.job.tracking_uri)
+        return MetricBuffer(client, self.job.run_id, logged_through(client, self.job.run_id))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.buffer is not None:
+            self.buffer.add(step, metrics)
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.step * self.plan.global_batch_tokens
+
+    def train_step(self) -> None:
+        """One optimizer step: grad_accum micro-batches, no host sync."""
+        for _ in range(self.plan.grad_accum):
+            images = next(self.stream).to(self.engine.device, non_blocking=True)
+            tokens = images_to_tokens(images, self.cfg.model.patch_size).to(self.dtype)
+            _, loss = self.engine(tokens)
+            self.engine.backward(loss)
+            self.engine.step()
+            self.loss_sum += loss.detach().float()
+        self.step += 1
+        self.steps_in_window += 1
+
+    def log_point(self) -> bool:
+        """Log train metrics since the last point; True if the run has diverged."""
+        plan = self.plan
+        loss = _mean_across_workers(self.loss_sum, self.steps_in_window * plan.grad_accum)
+        seconds = self.progress.seconds_since_last()
+        tokens_per_s = self.steps_in_window * plan.global_batch_tokens / max(seconds, 1e-9)
+        metrics = {
+            "train/loss": loss,
+            "lr": self.engine.get_lr()[0],
+            "tokens_seen": float(self.tokens_seen),
+            "tokens_per_s": tokens_per_s,
+        }
+        if self.peak is not None:
+            metrics["mfu"] = tokens_per_s * plan.flops_per_token / (self.peak * plan.world_size)
+        self.log(self.step, metrics)
+        self.loss_sum.zero_()
+        self.steps_in_window = 0
+        return self.progress.diverged(self.step, loss)
+
+    def evaluate(self) -> float:
+        loss = _validation_loss(self.engine, self.val, self.cfg.model.patch_size, self.dtype)
+        self.log(self.step, {"val/loss": loss, "tokens_seen": float(self.tokens_seen)})
+        return loss
+
+    def save(self, metrics: dict[str, float]) -> None:
+        """Commit the metrics so far to MLflow, then checkpoint and report to Ray."""
+        if self.buffer is not None:
+            self.buffer.flush()
+        checkpoint.save_and_report(self.engine, self.step, {"step": self.step, **metrics})
+
+    def finish(self, status: str) -> None:
+        if status == "finished":
+            _export_weights(self.engine, self.job, self.rank)
+        if self.buffer is not None:
+            self.buffer.flush()
+            tags = {"astropt.status": status, "astropt.steps_done": self.step}
+            set_tags(self.buffer.client, self.job.run_id, tags)
+        self.engine.destroy()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Train one model to its token budget; rank 0 records the run in MLflow.
+
+    A diverged run stops at once without a checkpoint, so its last good checkpoint stays the
+    latest; it is reported with `diverged=1` and tagged `diverged` in MLflow.
+    """
+    run = WorkerRun(WorkerJob.model_validate(config))
+    cfg, plan = run.cfg, run.plan
+    while run.step < plan.steps:
+        run.train_step()
+        last = run.step == plan.steps
+        if (run.step % cfg.log_every == 0 or last) and run.log_point():
+            run.evaluate()
+            run.finish("diverged")
+            ray.train.report({"step": run.step, "diverged": 1.0})
+            return
+        val_loss = run.evaluate() if run.step % cfg.eval_every == 0 or last else None
+        if last:
+            final = {"final/val_loss": val_loss, "final/tokens_seen": float(run.tokens_seen)}
+            run.log(run.step, final)
+            run.save(final)
+        elif run.step % cfg.checkpoint_every == 0:
+            run.save({} if val_loss is None else {"val/loss": val_loss})
+    run.finish("finished")

@@ -1,0 +1,89 @@
+"""One run from start to record: prepare, open its MLflow run, fit the trainer, close the run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ray.train import TrainingFailedError
+
+from astropt.config import ResourcesConfig, TrackingConfig, TrainConfig
+from astropt.tracking import ensure_experiment, log_params, make_client, open_run, set_tags
+from astropt.train.trainer import PreparedRun, build_trainer, prepare
+
+DONE = ("finished", "diverged")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str
+    final_val_loss: float | None
+    tokens_seen: int | None
+    wall_s: float
+    skipped: bool = False
+
+
+def run_training(
+    cfg: TrainConfig,
+    resources: ResourcesConfig,
+    tracking: TrackingConfig,
+    *,
+    name: str,
+    storage_path: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, object] | None = None,
+    callbacks: list | None = None,
+    max_failures: int = 2,
+    prepared: PreparedRun | None = None,
+) -> RunOutcome:
+    """Train `cfg` as the MLflow run `name`; a run already finished is not trained again.
+
+    Re-running the same name continues the same MLflow run and, through Ray's storage folder of
+    the same name, the same checkpoints.
+    """
+    started = time.perf_counter()
+    run = prepared or prepare(cfg, resources)
+    client = make_client(tracking.uri)
+    experiment_id = ensure_experiment(client, tracking.experiment, None)
+    run_tags = {"astropt.role": "cell", **(tags or {})}
+    run_id, status = open_run(
+        client, experiment_id, name, parent_run_id=parent_run_id, tags=run_tags
+    )
+    if status in DONE:
+        return _outcome(client, run_id, started, skipped=True)
+    log_params(client, run_id, run.params() | {"world_size": resources.workers})
+    set_tags(client, run_id, {"astropt.status": "running"})
+    trainer = build_trainer(
+        run,
+        resources,
+        tracking_uri=tracking.uri,
+        run_id=run_id,
+        name=name,
+        storage_path=storage_path,
+        max_failures=max_failures,
+        callbacks=callbacks,
+    )
+    try:
+        trainer.fit()
+    except TrainingFailedError:
+        set_tags(client, run_id, {"astropt.status": "failed"})
+        client.set_terminated(run_id, "FAILED")
+        raise
+    outcome = _outcome(client, run_id, started)
+    client.set_terminated(run_id, "FINISHED" if outcome.status == "finished" else "FAILED")
+    return outcome
+
+
+def _outcome(client, run_id: str, started: float, skipped: bool = False) -> RunOutcome:
+    data = client.get_run(run_id).data
+    loss = data.metrics.get("final/val_loss")
+    tokens = data.metrics.get("final/tokens_seen")
+    return RunOutcome(
+        run_id=run_id,
+        status=data.tags.get("astropt.status", "unknown"),
+        final_val_loss=loss,
+        tokens_seen=None if tokens is None else int(tokens),
+        wall_s=time.perf_counter() - started,
+        skipped=skipped,
+    )

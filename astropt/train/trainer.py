@@ -1,0 +1,118 @@
+"""Driver side of one run: check the data, plan, build the `TorchTrainer`, record in MLflow.
+
+Everything that can be wrong with the input is found here, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropt.data.check import require_valid_split
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from astropt.config import ResourcesConfig, TrainConfig
+from astropt.data.pipeline import shard_dataset
+from astropt.data.schema import ShardSet
+from astropt.train.loop import WorkerJob, train_loop_per_worker
+from astropt.train.plan import PlanError, TrainPlan, make_plan
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose data and arithmetic have been checked: ready to hand to Ray."""
+
+    cfg: TrainConfig
+    plan: TrainPlan
+    image_shape: tuple[int, int, int]
+    val_batches: int
+    data_fingerprint: str
+
+    def params(self) -> dict[str, object]:
+        """What the run's MLflow record holds as params."""
+        model = self.cfg.model
+        return {
+            "preset": model.name,
+            "n_layer": model.n_layer,
+            "n_head": model.n_head,
+            "n_embd": model.n_embd,
+            "image_size": model.image_size,
+            "patch_size": model.patch_size,
+            "n_params": self.plan.n_params,
+            "n_params_total": self.plan.n_params_total,
+            "tokens_budget": self.cfg.tokens,
+            "lr": self.cfg.optim.lr,
+            "zero_stage": self.cfg.zero_stage,
+            "seed": self.cfg.seed,
+            "data_train": self.cfg.data.train,
+            "data_val": self.cfg.data.val,
+            "data_fingerprint": self.data_fingerprint,
+            **self.plan.as_params(),
+        }
+
+
+def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
+    """Check shards, shapes and batch arithmetic; raise a clear error naming what is wrong."""
+    model = cfg.model
+    expected = (model.n_chan, model.image_size, model.image_size)
+    require_valid_split(
+        cfg.data.train, cfg.data.val, expected_shape=expected, deep=cfg.data.check == "full"
+    )
+    train, val = ShardSet(cfg.data.train), ShardSet(cfg.data.val)
+    plan = make_plan(cfg, resources.workers)
+    val_batches = min(cfg.eval_batches, val.num_rows // cfg.eval_batch_images)
+    if val_batches < 1:
+        raise PlanError(
+            f"eval_batch_images: the validation set {cfg.data.val} has {val.num_rows} images, "
+            f"fewer than one validation batch of {cfg.eval_batch_images}"
+        )
+    fingerprint = f"{train.fingerprint()}-{val.fingerprint()}"
+    return PreparedRun(cfg, plan, expected, val_batches, fingerprint)
+
+
+def build_trainer(
+    run: PreparedRun,
+    resources: ResourcesConfig,
+    *,
+    tracking_uri: str,
+    run_id: str,
+    name: str,
+    storage_path: str,
+    max_failures: int = 2,
+    callbacks: list | None = None,
+) -> TorchTrainer:
+    """A `TorchTrainer` whose workers stream the shard sets and train with DeepSpeed."""
+    job = WorkerJob(
+        train=run.cfg,
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        val_batches=run.val_batches,
+        submitted_at=time.time(),
+    )
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    train = shard_dataset(run.cfg.data.train, run.image_shape, shuffle_seed=run.cfg.seed)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job.model_dump(mode="json"),
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers,
+            use_gpu=resources.use_gpu,
+            resources_per_worker=per_worker,
+        ),
+        datasets={"train": train},
+        run_config=RunConfig(
+            name=name,
+            storage_path=_absolute(storage_path),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def _absolute(storage_path: str) -> str:
+    return storage_path if "://" in storage_path else str(Path(storage_path).resolve())
