@@ -20,8 +20,10 @@ def test_spiral_order_visits_every_patch_once_with_unit_steps(grid):
     order = spiral_order(grid)
     assert sorted(order.ravel().tolist()) == list(range(grid * grid))
     where = {int(order[r, c]): (r, c) for r in range(grid) for c in range(grid)}
-    steps = [abs(where[k][0] - where[k + 1][0]) + abs(where[k][1] - where[k + 1][1])
-             for k in range(min(grid * grid, (grid - (grid + 1) % 2) ** 2) - 1)]
+    steps = [
+        abs(where[k][0] - where[k + 1][0]) + abs(where[k][1] - where[k + 1][1])
+        for k in range(min(grid * grid, (grid - (grid + 1) % 2) ** 2) - 1)
+    ]
     assert all(s == 1 for s in steps)
 
 
@@ -74,7 +76,9 @@ def test_loss_is_huber_of_the_next_patch():
 
 def _hand_count(n_layer: int, d: int, patch_dim: int, positions: int, bias: bool) -> int:
     b = int(bias)
-    block = (3 * d * d + b * 3 * d) + (d * d + b * d) + (4 * d * d + b * 4 * d) + (4 * d * d + b * d)
+    block = (
+        (3 * d * d + b * 3 * d) + (d * d + b * d) + (4 * d * d + b * 4 * d) + (4 * d * d + b * d)
+    )
     block += 2 * d * (1 + b)
     encoder = patch_dim * d + b * d + d * d + b * d
     decoder = d * 2 * d + b * 2 * d + 2 * d * d + b * d + d * patch_dim + b * patch_dim
@@ -92,8 +96,16 @@ def test_parameter_count_matches_the_built_model_and_a_hand_count(preset, bias):
     assert counted.position_table == 15 * d
 
 
-LABELS = {"1M": 1e6, "5M": 5e6, "12M": 12e6, "21M": 21e6, "89M": 89e6, "309M": 309e6,
-          "830M": 830e6, "2.1B": 2.1e9}
+LABELS = {
+    "1M": 1e6,
+    "5M": 5e6,
+    "12M": 12e6,
+    "21M": 21e6,
+    "89M": 89e6,
+    "309M": 309e6,
+    "830M": 830e6,
+    "2.1B": 2.1e9,
+}
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -128,7 +140,7 @@ def test_embeddings_have_the_documented_shape_and_are_deterministic():
 
 
 def test_bad_model_shapes_are_named():
-    with pytest.raises(ValueError, match="n_embd .* divisible by n_head"):
+    with pytest.raises(ValueError, match=r"n_embd .* divisible by n_head"):
         ModelConfig(n_layer=1, n_head=3, n_embd=32)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         ModelConfig(n_layer=1, n_head=1, n_embd=32, image_size=60)

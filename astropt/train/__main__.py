@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from astropt.data.check import ShardSetError
 from pydantic import ValidationError
 
 from astropt.cluster import connect
@@ -24,9 +23,11 @@ from astropt.config import (
     TrainConfig,
     default_tracking_uri,
 )
+from astropt.data.check import ShardSetError
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.train.plan import PlanError
 from astropt.train.run import run_training
+from astropt.train.trainer import check_data
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resources, tracking = _configs(args)
         name = args.name or f"{cfg.model.name}-D{cfg.tokens:.3g}-s{cfg.seed}"
+        check_data(cfg)
         print(connect(args.address))
         outcome = run_training(cfg, resources, tracking, name=name, storage_path=args.storage)
     except (ValidationError, ShardSetError, PlanError) as error:

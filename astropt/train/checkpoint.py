@@ -21,9 +21,12 @@ def save_and_report(
         ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp))
 
 
-def restore(engine: deepspeed.DeepSpeedEngine) -> int:
-    """Load the latest reported checkpoint, if any; return the optimizer steps it had done."""
+def restore(engine: deepspeed.DeepSpeedEngine, start_from: str | None = None) -> int:
+    """Load this run's latest reported checkpoint, else the one at `start_from` (another run's,
+    e.g. a trunk to branch from), else nothing; return the optimizer steps it had done."""
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and start_from is not None:
+        checkpoint = Checkpoint(start_from)
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:

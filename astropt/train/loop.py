@@ -37,6 +37,7 @@ class WorkerJob(StrictModel):
     run_id: str
     val_batches: int
     submitted_at: float = 0.0
+    resume_from: str | None = None
 
 
 @dataclass
@@ -127,7 +128,7 @@ class WorkerRun:
             AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
         )
         engine_ready = time.time()
-        self.step = checkpoint.restore(self.engine)
+        self.step = checkpoint.restore(self.engine, job.resume_from)
         self.buffer = self._metric_buffer() if self.rank == 0 else None
         self.val = validation_batches(
             self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
@@ -219,6 +220,8 @@ def train_loop_per_worker(config: dict) -> None:
     """
     run = WorkerRun(WorkerJob.model_validate(config))
     cfg, plan = run.cfg, run.plan
+    if run.step == 0:
+        run.evaluate()  # the untrained model's loss: where every curve starts
     while run.step < plan.steps:
         run.train_step()
         last = run.step == plan.steps

@@ -36,11 +36,13 @@ def run_training(
     callbacks: list | None = None,
     max_failures: int = 2,
     prepared: PreparedRun | None = None,
+    resume_from: str | None = None,
 ) -> RunOutcome:
     """Train `cfg` as the MLflow run `name`; a run already finished is not trained again.
 
     Re-running the same name continues the same MLflow run and, through Ray's storage folder of
-    the same name, the same checkpoints.
+    the same name, the same checkpoints. `resume_from` starts from another run's checkpoint.
+    The data must have been checked (`check_data`) by the caller.
     """
     started = time.perf_counter()
     run = prepared or prepare(cfg, resources)
@@ -63,6 +65,7 @@ def run_training(
         storage_path=storage_path,
         max_failures=max_failures,
         callbacks=callbacks,
+        resume_from=resume_from,
     )
     try:
         trainer.fit()

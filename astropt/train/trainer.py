@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from astropt.data.check import require_valid_split
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from astropt.config import ResourcesConfig, TrainConfig
+from astropt.data.check import require_valid_split
 from astropt.data.pipeline import shard_dataset
 from astropt.data.schema import ShardSet
 from astropt.train.loop import WorkerJob, train_loop_per_worker
@@ -53,13 +53,18 @@ class PreparedRun:
         }
 
 
+def image_shape(cfg: TrainConfig) -> tuple[int, int, int]:
+    return cfg.model.n_chan, cfg.model.image_size, cfg.model.image_size
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Refuse bad shards up front, naming every problem with its file and row."""
+    deep = cfg.data.check == "full"
+    require_valid_split(cfg.data.train, cfg.data.val, expected_shape=image_shape(cfg), deep=deep)
+
+
 def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
-    """Check shards, shapes and batch arithmetic; raise a clear error naming what is wrong."""
-    model = cfg.model
-    expected = (model.n_chan, model.image_size, model.image_size)
-    require_valid_split(
-        cfg.data.train, cfg.data.val, expected_shape=expected, deep=cfg.data.check == "full"
-    )
+    """Batch arithmetic and validation set size, checked; the data itself by `check_data`."""
     train, val = ShardSet(cfg.data.train), ShardSet(cfg.data.val)
     plan = make_plan(cfg, resources.workers)
     val_batches = min(cfg.eval_batches, val.num_rows // cfg.eval_batch_images)
@@ -69,7 +74,7 @@ def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
             f"fewer than one validation batch of {cfg.eval_batch_images}"
         )
     fingerprint = f"{train.fingerprint()}-{val.fingerprint()}"
-    return PreparedRun(cfg, plan, expected, val_batches, fingerprint)
+    return PreparedRun(cfg, plan, image_shape(cfg), val_batches, fingerprint)
 
 
 def build_trainer(
@@ -82,6 +87,7 @@ def build_trainer(
     storage_path: str,
     max_failures: int = 2,
     callbacks: list | None = None,
+    resume_from: str | None = None,
 ) -> TorchTrainer:
     """A `TorchTrainer` whose workers stream the shard sets and train with DeepSpeed."""
     job = WorkerJob(
@@ -90,6 +96,7 @@ def build_trainer(
         run_id=run_id,
         val_batches=run.val_batches,
         submitted_at=time.time(),
+        resume_from=resume_from,
     )
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:

@@ -1,0 +1,145 @@
+"""Ray Tune runs the grid: each cell is a trial whose function fits the cell's `TorchTrainer`.
+
+Cells already finished (or diverged) in MLflow return at once; unfinished cells continue from
+their last checkpoint in Ray storage (same run name, same storage path). So re-running a grid,
+with or without --resume, trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from astropt.cluster import TRIAL_DRIVER
+from astropt.config import ResourcesConfig, TrackingConfig
+from astropt.sweep.cells import Cell
+from astropt.train.run import run_training
+from astropt.train.trainer import PreparedRun
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """What one trial needs: the prepared run and where to record it."""
+
+    name: str
+    size: str
+    prepared: PreparedRun
+    resources: ResourcesConfig
+    tracking: TrackingConfig
+    storage: str
+    parent_run_id: str
+    max_failures: int
+
+
+def run_cell(config: dict) -> None:
+    """Tune trial: train one cell (or find it done) and report its outcome."""
+    job: CellJob = config["job"]
+    cfg = job.prepared.cfg
+    tags = {
+        "astropt.size": job.size,
+        "astropt.tokens_budget": cfg.tokens,
+        "astropt.seed": cfg.seed,
+    }
+    outcome = run_training(
+        cfg,
+        job.resources,
+        job.tracking,
+        name=job.name,
+        storage_path=job.storage,
+        parent_run_id=job.parent_run_id,
+        tags=tags,
+        callbacks=[TuneReportCallback()],
+        max_failures=job.max_failures,
+        prepared=job.prepared,
+    )
+    tune.report(
+        {
+            "status": outcome.status,
+            "final/val_loss": outcome.final_val_loss or float("nan"),
+            "skipped": float(outcome.skipped),
+            "cell_wall_s": outcome.wall_s,
+        }
+    )
+
+
+@dataclass
+class SweepProgress(tune.Callback):
+    """One readable line per event: cells done/running/pending/failed, speed and an ETA."""
+
+    planned_flops: dict[str, float]
+    started: float = field(default_factory=time.perf_counter)
+    done: dict[str, str] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    flops_done: float = 0.0
+    last_print: float = 0.0
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.config["job"].name)
+        self._print(f"start {trial.config['job'].name}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if time.perf_counter() - self.last_print > 30 and "tokens_per_s" in result:
+            name = trial.config["job"].name
+            loss = result.get("val/loss", result.get("train/loss", float("nan")))
+            self._print(
+                f"{name}: step {result.get('step')}, loss {loss:.4f}, "
+                f"{result['tokens_per_s']:.0f} tok/s"
+            )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, trial.last_result.get("status", "finished"))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "failed")
+
+    def _finish(self, trial, status: str) -> None:
+        name = trial.config["job"].name
+        self.running.discard(name)
+        self.done[name] = status
+        if not trial.last_result.get("skipped"):
+            self.flops_done += self.planned_flops[name]
+        loss = trial.last_result.get("final/val_loss", float("nan"))
+        self._print(f"{status} {name}: final val loss {loss:.4f}")
+
+    def _print(self, event: str) -> None:
+        self.last_print = time.perf_counter()
+        elapsed = self.last_print - self.started
+        total = len(self.planned_flops)
+        failed = sum(s in ("failed", "diverged") for s in self.done.values())
+        pending = total - len(self.done) - len(self.running)
+        remaining = sum(f for n, f in self.planned_flops.items() if n not in self.done)
+        rate = self.flops_done / elapsed if self.flops_done else 0.0
+        eta = f"{remaining / rate / 60:.1f} min" if rate else "?"
+        print(
+            f"[{elapsed / 60:5.1f} min] cells {len(self.done)}/{total} done, "
+            f"{len(self.running)} running, {pending} pending, {failed} failed/diverged; "
+            f"ETA {eta} | {event}",
+            flush=True,
+        )
+
+
+def run_cells(
+    jobs: list[CellJob], cells: list[Cell], *, max_concurrent: int, sweep_name: str, storage: str
+) -> tune.ResultGrid:
+    """Run every cell as a Tune trial, FIFO, largest first, no early stopping."""
+    progress = SweepProgress({c.name: c.flops for c in cells})
+    trainable = tune.with_resources(run_cell, {"CPU": 0, TRIAL_DRIVER: 1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(jobs)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            trial_name_creator=lambda trial: trial.config["job"].name,
+            trial_dirname_creator=lambda trial: trial.config["job"].name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage,
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+    return tuner.fit()

@@ -1,0 +1,97 @@
+"""Grid files: validation errors name the key, cells are named deterministically."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from astropt.model import count_parameters
+from astropt.sweep.cells import expand
+from astropt.sweep.grid import GridError, load_grid
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "sizes": ["1M", {"name": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 32}],
+    "budgets": {"tokens": ["1e5", 3e5]},
+    "data": {"root": "data/x"},
+}
+
+
+def _write(tmp_path: Path, grid: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "paper.yaml"])
+def test_shipped_grids_validate(name):
+    grid = load_grid(REPO / "sweeps" / "grids" / name)
+    assert len(expand(grid)) >= 9
+
+
+def test_default_grid_gives_at_least_three_sizes_by_three_budgets():
+    cells = expand(load_grid(REPO / "sweeps" / "grids" / "default.yaml"))
+    assert len({c.size for c in cells}) >= 3
+    assert len({c.train.tokens for c in cells}) >= 3
+
+
+def test_cells_are_named_from_their_settings_and_sorted_largest_first(tmp_path):
+    cells = expand(load_grid(_write(tmp_path, BASE)))
+    assert len(cells) == 4
+    flops = [c.flops for c in cells]
+    assert flops == sorted(flops, reverse=True)
+    again = expand(load_grid(_write(tmp_path, BASE)))
+    assert [c.name for c in cells] == [c.name for c in again]
+    changed = expand(load_grid(_write(tmp_path, BASE | {"training": {"lr_scale": 2.0}})))
+    assert not {c.name for c in cells} & {c.name for c in changed}
+
+
+def test_adding_a_budget_keeps_the_existing_cell_names(tmp_path):
+    before = {c.name for c in expand(load_grid(_write(tmp_path, BASE)))}
+    more = BASE | {"budgets": {"tokens": [1e5, 3e5, 9e5]}}
+    after = {c.name for c in expand(load_grid(_write(tmp_path, more)))}
+    assert before < after and len(after - before) == 2
+
+
+def test_tokens_per_param_and_isoflop_budgets(tmp_path):
+    per_param = expand(load_grid(_write(tmp_path, BASE | {"budgets": {"tokens_per_param": [20]}})))
+    for cell in per_param:
+        n = count_parameters(cell.train.model).non_embedding
+        assert cell.train.tokens == int(20 * n)
+    iso = expand(load_grid(_write(tmp_path, BASE | {"budgets": {"isoflops": [1e12]}})))
+    for cell in iso:
+        assert cell.train.tokens == int(1e12 / (6 * cell.plan.n_params))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sizez": ["1M"]}, "sizez: unknown key"),
+        ({"sizes": ["7M"]}, r"sizes\[0\]: unknown preset '7M'"),
+        ({"budgets": {"tokens": [1e5], "isoflops": [1e12]}}, "exactly one of tokens"),
+        ({"budgets": {"tokens": [-5]}}, "budgets.tokens.0: Input should be greater than 0"),
+        ({"data": {}}, "set data.root"),
+        ({"resources": {"workers": 0}}, "resources.workers: Input should be greater than 0"),
+        ({"training": {"zero_stage": 4}}, "training.zero_stage"),
+        (
+            {"sizes": [{"name": "x", "n_layer": 2, "n_head": 3, "n_embd": 32}]},
+            "divisible by n_head",
+        ),
+        ({"budgets": {"tokens": [10]}}, "size 1M at 10 tokens: tokens: budget 10 is smaller than"),
+    ],
+)
+def test_bad_grids_name_the_key_and_what_was_expected(tmp_path, change, message):
+    with pytest.raises(GridError, match=message):
+        grid = load_grid(_write(tmp_path, BASE | change))
+        expand(grid)
+
+
+def test_missing_or_malformed_grid_files(tmp_path):
+    with pytest.raises(GridError, match="does not exist"):
+        load_grid(tmp_path / "nope.yaml")
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed")
+    with pytest.raises(GridError, match="not valid YAML"):
+        load_grid(path)

@@ -1,0 +1,117 @@
+"""One training run end to end: Ray Data -> Ray Train (2 workers) -> DeepSpeed ZeRO-2 -> MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from astropt.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ResourcesConfig,
+    TrackingConfig,
+    TrainConfig,
+)
+from astropt.model import AstroPT
+from astropt.train.run import run_training
+from astropt.train.trainer import check_data
+
+pytestmark = pytest.mark.slow
+
+STEPS = 60
+
+
+def _config(train: str, val: str, **overrides) -> TrainConfig:
+    fields = {
+        "model": ModelConfig(n_layer=2, n_head=2, n_embd=64, image_size=64),
+        "data": DataConfig(train=train, val=val),
+        "tokens": STEPS * 960,
+        "global_batch_tokens": 960,
+        "eval_every": 20,
+        "checkpoint_every": 30,
+        "log_every": 10,
+        "eval_batches": 2,
+        "optim": OptimConfig(lr=2e-3),
+    }
+    return TrainConfig(**(fields | overrides))
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, galaxies, tmp_path_factory):
+    """A 2-worker ZeRO-2 run of 60 steps, shared by the assertions below."""
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = _config(*galaxies)
+    check_data(cfg)
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp / 'mlflow.db'}", experiment="t")
+    outcome = run_training(
+        cfg, ResourcesConfig(workers=2), tracking, name="base", storage_path=str(tmp / "ray")
+    )
+    return cfg, tracking, outcome, tmp
+
+
+def test_two_worker_zero2_run_learns(trained):
+    _, tracking, outcome, _ = trained
+    client = MlflowClient(tracking.uri)
+    assert outcome.status == "finished"
+    assert outcome.tokens_seen == STEPS * 960
+    val = _history(client, outcome.run_id, "val/loss")
+    assert [step for step, _ in val] == [0, 20, 40, 60]
+    start, end = val[0][1], val[-1][1]
+    assert end < 0.85 * start, val
+
+
+def test_mlflow_run_holds_params_and_step_indexed_history(trained):
+    cfg, tracking, outcome, _ = trained
+    run = MlflowClient(tracking.uri).get_run(outcome.run_id)
+    params = run.data.params
+    assert params["zero_stage"] == "2" and params["world_size"] == "2"
+    assert int(params["n_params"]) + 15 * 64 == int(params["n_params_total"])
+    assert params["tokens_budget"] == str(STEPS * 960)
+    assert float(params["flops_budget"]) == pytest.approx(
+        float(params["flops_per_token"]) * STEPS * 960
+    )
+    assert len(params["data_fingerprint"]) > 16
+    assert run.data.tags["astropt.status"] == "finished"
+    assert run.data.metrics["final/val_loss"] == outcome.final_val_loss
+    train_steps = [s for s, _ in _history(MlflowClient(tracking.uri), outcome.run_id, "train/loss")]
+    assert train_steps == list(range(10, STEPS + 1, 10))
+    lr = dict(_history(MlflowClient(tracking.uri), outcome.run_id, "lr"))
+    assert lr[STEPS] == pytest.approx(cfg.optim.lr * cfg.optim.min_lr_ratio, rel=1e-6)
+
+
+def test_exported_weights_load_into_a_fresh_model(trained):
+    cfg, tracking, outcome, tmp = trained
+    folder = MlflowClient(tracking.uri).download_artifacts(outcome.run_id, "model", str(tmp))
+    model = AstroPT(cfg.model)
+    model.load_state_dict(load_file(Path(folder) / "model.safetensors"))
+    assert (Path(folder) / "config.json").read_text().count("n_embd") == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resumed_run_matches_the_uninterrupted_one(trained):
+    cfg, tracking, outcome, tmp = trained
+    checkpoints = sorted(p for p in (tmp / "ray" / "base").glob("checkpoint_*") if p.is_dir())
+    assert len(checkpoints) == 2  # steps 30 and 60
+    resumed = run_training(
+        cfg,
+        ResourcesConfig(workers=2),
+        tracking,
+        name="resumed",
+        storage_path=str(tmp / "ray"),
+        resume_from=str(checkpoints[0]),
+    )
+    client = MlflowClient(tracking.uri)
+    assert resumed.status == "finished"
+    assert resumed.tokens_seen == outcome.tokens_seen
+    assert client.get_run(resumed.run_id).data.tags["astropt.steps_done"] == str(STEPS)
+    assert [s for s, _ in _history(client, resumed.run_id, "val/loss")] == [40, 60]
+    assert resumed.final_val_loss == pytest.approx(outcome.final_val_loss, rel=0.03)
