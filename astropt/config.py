@@ -7,9 +7,17 @@ errors that name the field and what was expected. Nothing below this layer re-ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 #: The paper's size ladder (Smith et al. 2024, "AstroPT"): label -> (n_layer, n_head, n_embd).
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -90,23 +98,31 @@ class ModelConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    """AdamW and its learning-rate schedule (warmup, then cosine decay to lr * min_lr_ratio)."""
+    """AdamW and its learning-rate schedule.
+
+    cosine: warmup, then cosine decay to lr * min_lr_ratio at the last step. wsd: warmup,
+    constant, then a cooldown over the last `cooldown_fraction` of the steps (linear or 1-sqrt)
+    to lr * min_lr_ratio. constant: warmup, then constant (a WSD trunk).
+    """
 
     lr: PositiveFloat = 6e-4
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_fraction")
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
-    schedule: Literal["cosine"] = "cosine"
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    cooldown_fraction: float = Field(0.2, gt=0, le=1)
+    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
 
 
 class DataConfig(StrictModel):
     """Where the train and validation shard sets live (local directories or s3:// URIs)."""
 
-    train: str
-    val: str
+    train: Annotated[str, AfterValidator(absolute_uri)]
+    val: Annotated[str, AfterValidator(absolute_uri)]
     check: Literal["full", "structure"] = "full"
 
 
@@ -132,6 +148,9 @@ class TrainConfig(StrictModel):
     eval_batches: PositiveInt = 4
     eval_batch_images: PositiveInt = 64
     checkpoint_every: PositiveInt = 50
+    checkpoint_at: list[PositiveInt] = Field(
+        default_factory=list, description="extra steps to checkpoint and keep (branch points)"
+    )
     log_every: PositiveInt = 10
     divergence: DivergenceConfig = DivergenceConfig()
 
@@ -150,6 +169,11 @@ class TrackingConfig(StrictModel):
 
     uri: str = Field(default_factory=lambda: default_tracking_uri())
     experiment: str = "astropt-default"
+
+
+def absolute_uri(uri: str) -> str:
+    """A URI (s3://...) as is, a local path made absolute: workers run in other directories."""
+    return uri if "://" in uri else str(Path(uri).resolve())
 
 
 def default_tracking_uri(root: Path | None = None) -> str:

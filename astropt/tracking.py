@@ -2,21 +2,26 @@
 
 Metrics are buffered and written in batches when a checkpoint is reported (and at the end), so a
 run restarted from a checkpoint re-logs only steps that MLflow does not hold yet: the history of
-every metric has each step once.
+every metric has each step once. A write that fails (the server is away) keeps the points and
+retries at the next flush; what still cannot be written when the run ends is spooled to a file
+that `python -m astropt.spool upload` sends later.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 MAX_BATCH = 1000  # MLflow's limit on entities per log_batch call
+log = logging.getLogger(__name__)
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
@@ -86,17 +91,39 @@ class MetricBuffer:
             if step > self.skip_through.get(key, -1)
         )
 
-    def flush(self) -> None:
-        for chunk in _chunks(self.pending, MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk)
-        for metric in self.pending:
-            self.skip_through[metric.key] = max(metric.step, self.skip_through.get(metric.key, -1))
-        self.pending = []
+    def flush(self) -> bool:
+        """Write what is pending; on failure keep the unwritten points and return False."""
+        while self.pending:
+            chunk = self.pending[:MAX_BATCH]
+            try:
+                self.client.log_batch(self.run_id, metrics=chunk)
+            except Exception as error:  # unreachable server, timeouts, a locked store
+                log.warning("MLflow write failed (%s); %d points kept", error, len(self.pending))
+                return False
+            del self.pending[: len(chunk)]
+            for metric in chunk:
+                held = self.skip_through.get(metric.key, -1)
+                self.skip_through[metric.key] = max(metric.step, held)
+        return True
 
 
-def _chunks(items: list[Metric], size: int) -> Iterable[list[Metric]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def require_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, before any cell starts, when an MLflow server cannot be reached."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        response = requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s)
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise TrackingUnreachable(
+            f"tracking.uri: the MLflow server {scrub_uri(tracking_uri)} is not reachable "
+            f"({type(error).__name__}); start it (mlflow server --host 127.0.0.1 ...) or fix "
+            "the URI"
+        ) from None
+
+
+class TrackingUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer."""
 
 
 def open_run(

@@ -17,6 +17,7 @@ from pathlib import Path
 from astropt.data.check import ShardSetError
 from astropt.sweep.grid import GridError, load_grid
 from astropt.sweep.run import dry_run, run_sweep
+from astropt.tracking import TrackingUnreachable
 from astropt.train.plan import PlanError
 
 DEFAULT_GRID = Path(__file__).parent / "grids" / "default.yaml"
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             print(dry_run(load_grid(args.grid)))
             return 0
         return run_sweep(args.grid, address=args.address)
-    except (GridError, ShardSetError, PlanError) as error:
+    except (GridError, ShardSetError, PlanError, TrackingUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

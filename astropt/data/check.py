@@ -290,6 +290,8 @@ def _find_duplicates(scan: _Scan) -> None:
 def _overlap(train: _Scan, val: _Scan) -> list[Problem]:
     """Validation rows whose object id is also in the training set."""
     train_ids, val_ids = train.id_table(), val.id_table()
+    if not train_ids.num_rows or not val_ids.num_rows:
+        return []  # (pyarrow's index_in crashes on an empty value set)
     position = pc.index_in(val_ids[ID_COLUMN], value_set=train_ids[ID_COLUMN])
     shared = pc.indices_nonzero(pc.is_valid(position))
     mine, theirs = val_ids.take(shared), train_ids.take(position.take(shared))

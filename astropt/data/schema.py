@@ -363,11 +363,16 @@ class SplitWriter:
         return {name: writer.num_rows for name, writer in self.writers.items()}
 
 
-def list_parquet(fs: pafs.FileSystem, path: str) -> list[str]:
-    """Sorted names of the visible ``*.parquet`` files directly inside a directory."""
+def list_files(fs: pafs.FileSystem, path: str, suffix: str) -> list[str]:
+    """Sorted names of the visible files ending in `suffix` directly inside a directory."""
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
     names = (PurePosixPath(i.path).name for i in infos if i.type == pafs.FileType.File)
-    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
+    return sorted(n for n in names if n.endswith(suffix) and not n.startswith((".", "_")))
+
+
+def list_parquet(fs: pafs.FileSystem, path: str) -> list[str]:
+    """Sorted names of the visible ``*.parquet`` files directly inside a directory."""
+    return list_files(fs, path, ".parquet")
 
 
 def astropt_metadata(schema: pa.Schema) -> dict[str, str]:

@@ -10,22 +10,32 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import pyarrow.fs as pafs
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from astropt.cluster import TRIAL_DRIVER
 from astropt.config import ResourcesConfig, TrackingConfig
+from astropt.data.schema import resolve
 from astropt.sweep.cells import Cell
+from astropt.train import checkpoint
 from astropt.train.run import run_training
 from astropt.train.trainer import PreparedRun
+
+#: How often a branch looks for its trunk's checkpoint, and how long it waits at most.
+BRANCH_POLL_S, BRANCH_WAIT_S = 5.0, 7 * 24 * 3600.0
+FAILED_STEP = 0  # the marker "step 0" of a trunk means: this trunk failed
+
+
+class TrunkFailed(RuntimeError):
+    """A branch's trunk failed, so the branch cannot start."""
 
 
 @dataclass(frozen=True)
 class CellJob:
-    """What one trial needs: the prepared run and where to record it."""
+    """What one trial needs: the prepared run, where to record it, and (a branch) where from."""
 
-    name: str
-    size: str
+    cell: Cell
     prepared: PreparedRun
     resources: ResourcesConfig
     tracking: TrackingConfig
@@ -33,28 +43,77 @@ class CellJob:
     parent_run_id: str
     max_failures: int
 
+    @property
+    def name(self) -> str:
+        return self.cell.name
 
-def run_cell(config: dict) -> None:
+    def run_dir(self, name: str) -> str:
+        return f"{self.storage.rstrip('/')}/{name}"
+
+
+def _wait_for_trunk(job: CellJob) -> str:
+    """The trunk checkpoint this branch starts from, once it is complete."""
+    trunk_dir, step = job.run_dir(job.cell.trunk), job.cell.branch_step
+    ready = checkpoint.ready_path(trunk_dir, step)
+    failed = checkpoint.ready_path(trunk_dir, FAILED_STEP)
+    deadline = time.time() + BRANCH_WAIT_S
+    while time.time() < deadline:
+        if _exists(failed):
+            raise TrunkFailed(f"trunk {job.cell.trunk} failed; branch {job.name} cannot start")
+        if _exists(ready):
+            return f"{trunk_dir}/{checkpoint.folder_name(step)}"
+        time.sleep(BRANCH_POLL_S)
+    raise TimeoutError(f"branch {job.name}: no checkpoint at step {step} of {job.cell.trunk}")
+
+
+def _exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _flag_trunk(job: CellJob, failed: bool) -> None:
+    """Set (or, when the trunk starts again, clear) the marker that stops its branches."""
+    fs, path = resolve(checkpoint.ready_path(job.run_dir(job.name), FAILED_STEP))
+    if failed:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path):
+            pass
+    elif fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
+def run_cell(config: dict, jobs: dict[str, CellJob]) -> None:
     """Tune trial: train one cell (or find it done) and report its outcome."""
-    job: CellJob = config["job"]
-    cfg = job.prepared.cfg
+    job = jobs[config["cell"]]
+    cell, cfg = job.cell, job.prepared.cfg
     tags = {
-        "astropt.size": job.size,
+        "astropt.role": cell.role,
+        "astropt.size": cell.size,
         "astropt.tokens_budget": cfg.tokens,
         "astropt.seed": cfg.seed,
     }
-    outcome = run_training(
-        cfg,
-        job.resources,
-        job.tracking,
-        name=job.name,
-        storage_path=job.storage,
-        parent_run_id=job.parent_run_id,
-        tags=tags,
-        callbacks=[TuneReportCallback()],
-        max_failures=job.max_failures,
-        prepared=job.prepared,
-    )
+    if cell.trunk:
+        tags |= {"astropt.trunk": cell.trunk, "astropt.branch_step": cell.branch_step}
+    if cell.role == "trunk":
+        _flag_trunk(job, failed=False)
+    try:
+        outcome = run_training(
+            cfg,
+            job.resources,
+            job.tracking,
+            name=job.name,
+            storage_path=job.storage,
+            parent_run_id=job.parent_run_id,
+            tags=tags,
+            callbacks=[TuneReportCallback()],
+            max_failures=job.max_failures,
+            prepared=job.prepared,
+            resume_from=_wait_for_trunk(job) if cell.trunk else None,
+        )
+    except Exception:
+        if cell.role == "trunk":
+            _flag_trunk(job, failed=True)
+        raise
     tune.report(
         {
             "status": outcome.status,
@@ -77,12 +136,12 @@ class SweepProgress(tune.Callback):
     last_print: float = 0.0
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running.add(trial.config["job"].name)
-        self._print(f"start {trial.config['job'].name}")
+        self.running.add(trial.config["cell"])
+        self._print(f"start {trial.config['cell']}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if time.perf_counter() - self.last_print > 30 and "tokens_per_s" in result:
-            name = trial.config["job"].name
+            name = trial.config["cell"]
             loss = result.get("val/loss", result.get("train/loss", float("nan")))
             self._print(
                 f"{name}: step {result.get('step')}, loss {loss:.4f}, "
@@ -96,7 +155,7 @@ class SweepProgress(tune.Callback):
         self._finish(trial, "failed")
 
     def _finish(self, trial, status: str) -> None:
-        name = trial.config["job"].name
+        name = trial.config["cell"]
         self.running.discard(name)
         self.done[name] = status
         if not trial.last_result.get("skipped"):
@@ -125,15 +184,18 @@ def run_cells(
     jobs: list[CellJob], cells: list[Cell], *, max_concurrent: int, sweep_name: str, storage: str
 ) -> tune.ResultGrid:
     """Run every cell as a Tune trial, FIFO, largest first, no early stopping."""
-    progress = SweepProgress({c.name: c.flops for c in cells})
-    trainable = tune.with_resources(run_cell, {"CPU": 0, TRIAL_DRIVER: 1})
+    progress = SweepProgress({c.name: c.own_flops for c in cells})
+    by_name = {job.name: job for job in jobs}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_cell, jobs=by_name), {"CPU": 0, TRIAL_DRIVER: 1}
+    )
     tuner = tune.Tuner(
         trainable,
-        param_space={"job": tune.grid_search(jobs)},
+        param_space={"cell": tune.grid_search(list(by_name))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent,
-            trial_name_creator=lambda trial: trial.config["job"].name,
-            trial_dirname_creator=lambda trial: trial.config["job"].name,
+            trial_name_creator=lambda trial: trial.config["cell"],
+            trial_dirname_creator=lambda trial: trial.config["cell"],
         ),
         run_config=tune.RunConfig(
             name=f"tune-{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}",

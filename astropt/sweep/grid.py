@@ -27,6 +27,7 @@ from astropt.config import (
     ResourcesConfig,
     StrictModel,
     TrackingConfig,
+    absolute_uri,
 )
 
 #: Peak learning rate per preset. Smaller models tolerate larger rates; from 89M up these follow
@@ -157,11 +158,16 @@ class GridConfig(StrictModel):
     resources: SweepResources = SweepResources()
     tracking: TrackingConfig = TrackingConfig()
     storage: str = "runs/ray"
+    mode: Literal["per_cell", "branching"] = Field(
+        "per_cell",
+        description="per_cell: one run per cell (training.optim.schedule, cosine by default); "
+        "branching: one constant-LR trunk per size, a WSD cooldown branch per budget",
+    )
 
     @property
     def storage_path(self) -> str:
         """Ray storage as an absolute path (Ray requires one) or a URI such as s3://..."""
-        return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+        return absolute_uri(self.storage)
 
     @model_validator(mode="after")
     def _known_sizes(self) -> GridConfig:

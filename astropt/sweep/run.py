@@ -13,7 +13,7 @@ from astropt.sweep.driver import CellJob, run_cells
 from astropt.sweep.estimate import plan_table, total_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.record import open_sweep_run, write_summary
-from astropt.tracking import ensure_experiment, make_client, scrub_uri
+from astropt.tracking import ensure_experiment, make_client, require_reachable, scrub_uri
 from astropt.train.trainer import check_data, prepare
 
 
@@ -40,8 +40,7 @@ def _ensure_data(grid: GridConfig) -> None:
 def _jobs(grid: GridConfig, cells: list[Cell], parent_run_id: str) -> list[CellJob]:
     return [
         CellJob(
-            name=cell.name,
-            size=cell.size,
+            cell=cell,
             prepared=prepare(cell.train, grid.resources),
             resources=grid.resources,
             tracking=grid.tracking,
@@ -57,6 +56,7 @@ def run_sweep(grid_path: Path, *, address: str | None = None) -> int:
     """Run (or continue) the grid; print and record the summary. Exit code 0 if all finished."""
     grid = load_grid(grid_path)
     cells = expand(grid)
+    require_reachable(grid.tracking.uri)
     _ensure_data(grid)
     check_data(cells[0].train)
     client = make_client(grid.tracking.uri)

@@ -7,9 +7,18 @@ from collections.abc import Mapping
 
 import deepspeed
 import ray.train
+import torch.distributed as dist
 from ray.train import Checkpoint
 
+from astropt.data.schema import resolve
+
 TAG = "astropt"
+READY = "ready"
+
+
+def folder_name(step: int) -> str:
+    """The checkpoint's folder in the run's storage: named by step, so others can find it."""
+    return f"step_{step:09d}"
 
 
 def save_and_report(
@@ -18,7 +27,26 @@ def save_and_report(
     """Save this rank's shard of the state at `step` and report it with `metrics`."""
     with tempfile.TemporaryDirectory(prefix="astropt-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=TAG, client_state={"step": step})
-        ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp))
+        ray.train.report(
+            dict(metrics),
+            checkpoint=Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=folder_name(step),
+        )
+
+
+def mark_ready(run_dir: str, step: int) -> None:
+    """After every rank has stored its shard, flag the checkpoint as complete for branches."""
+    if dist.is_initialized():
+        dist.barrier()
+    if ray.train.get_context().get_world_rank() == 0:
+        fs, folder = resolve(f"{run_dir}/{READY}")
+        fs.create_dir(folder, recursive=True)
+        with fs.open_output_stream(f"{folder}/{folder_name(step)}"):
+            pass
+
+
+def ready_path(run_dir: str, step: int) -> str:
+    return f"{run_dir}/{READY}/{folder_name(step)}"
 
 
 def restore(engine: deepspeed.DeepSpeedEngine, start_from: str | None = None) -> int:

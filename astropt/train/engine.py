@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import deepspeed
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from astropt.config import TrainConfig
-from astropt.schedule import cosine_multiplier
+from astropt.schedule import constant_multiplier, cosine_multiplier, wsd_multiplier
 from astropt.train.plan import TrainPlan
 
 
@@ -36,6 +37,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def lr_schedule(cfg: TrainConfig, plan: TrainPlan) -> Callable[[int], float]:
+    """The configured schedule as a function of the optimizer step (a multiplier of lr)."""
+    optim = cfg.optim
+    if optim.schedule == "constant":
+        return partial(constant_multiplier, warmup_steps=plan.warmup_steps)
+    common = {
+        "total_steps": plan.steps,
+        "warmup_steps": plan.warmup_steps,
+        "min_ratio": optim.min_lr_ratio,
+    }
+    if optim.schedule == "wsd":
+        return partial(
+            wsd_multiplier,
+            cooldown_fraction=optim.cooldown_fraction,
+            shape=optim.cooldown_shape,
+            **common,
+        )
+    return partial(cosine_multiplier, **common)
+
+
 def build_engine(
     model: nn.Module, cfg: TrainConfig, plan: TrainPlan, bf16: bool
 ) -> deepspeed.DeepSpeedEngine:
@@ -46,13 +67,7 @@ def build_engine(
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         fused=torch.cuda.is_available(),
     )
-    schedule = partial(
-        cosine_multiplier,
-        total_steps=plan.steps,
-        warmup_steps=plan.warmup_steps,
-        min_ratio=cfg.optim.min_lr_ratio,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_schedule(cfg, plan))
     engine, *_ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,24 +22,43 @@ from astropt.config import StrictModel, TrainConfig
 from astropt.data.pipeline import endless_batches, validation_batches
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
+from astropt.spool import copy_folder, write_spool
 from astropt.tracking import MetricBuffer, logged_through, make_client, set_tags
 from astropt.train import checkpoint
 from astropt.train.engine import build_engine
 from astropt.train.plan import make_plan
+
+FINAL_FLUSH_TRIES, FINAL_FLUSH_WAIT_S = 4, 5.0
+#: Short MLflow HTTP retries in workers: a server that is away must not stall training for minutes.
+MLFLOW_WORKER_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+log = logging.getLogger(__name__)
 
 #: Dense bf16 peak FLOP/s by GPU name (vendor datasheets), for MFU; unknown devices get none.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
 
 
 class WorkerJob(StrictModel):
-    """Everything a worker needs, sent by the driver as the train loop config."""
+    """Everything a worker needs, sent by the driver as the train loop config.
+
+    `run_dir` is the run's folder in Ray storage: checkpoints, branch-point markers and the
+    MLflow spool live there.
+    """
 
     train: TrainConfig
     tracking_uri: str
     run_id: str
     val_batches: int
     submitted_at: float = 0.0
+    run_dir: str
     resume_from: str | None = None
+
+    @property
+    def spool_uri(self) -> str:
+        return f"{self.run_dir}/mlflow-spool"
 
 
 @dataclass
@@ -97,7 +118,8 @@ def _validation_loss(
 
 
 def _export_weights(engine: deepspeed.DeepSpeedEngine, job: WorkerJob, rank: int) -> None:
-    """safetensors weights plus their config, logged to the run's `model/` artifacts."""
+    """safetensors weights plus their config, logged to the run's `model/` artifacts (or, if
+    MLflow cannot take them, kept beside the spool for the user to log)."""
     params = list(engine.module.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank != 0:
@@ -108,7 +130,11 @@ def _export_weights(engine: deepspeed.DeepSpeedEngine, job: WorkerJob, rank: int
         with tempfile.TemporaryDirectory() as tmp:
             save_file(state, Path(tmp) / "model.safetensors")
             (Path(tmp) / "config.json").write_text(job.train.model.model_dump_json(indent=2))
-            make_client(job.tracking_uri).log_artifacts(job.run_id, tmp, artifact_path="model")
+            try:
+                make_client(job.tracking_uri).log_artifacts(job.run_id, tmp, artifact_path="model")
+            except Exception as error:
+                kept = copy_folder(tmp, f"{job.spool_uri}/{job.run_id}-model")
+                log.error("weights not logged to MLflow (%s); kept in %s", error, kept)
 
 
 class WorkerRun:
@@ -116,6 +142,8 @@ class WorkerRun:
 
     def __init__(self, job: WorkerJob) -> None:
         entered = time.time()
+        for key, value in MLFLOW_WORKER_ENV.items():
+            os.environ.setdefault(key, value)
         self.job, self.cfg = job, job.train
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -130,6 +158,7 @@ class WorkerRun:
         engine_ready = time.time()
         self.step = checkpoint.restore(self.engine, job.resume_from)
         self.buffer = self._metric_buffer() if self.rank == 0 else None
+        self.latest: dict[str, float] = {}
         self.val = validation_batches(
             self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
         )
@@ -153,6 +182,8 @@ class WorkerRun:
         return MetricBuffer(client, self.job.run_id, logged_through(client, self.job.run_id))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Buffer for MLflow (rank 0) and keep as the latest values reported to Ray."""
+        self.latest |= metrics
         if self.buffer is not None:
             self.buffer.add(step, metrics)
 
@@ -196,20 +227,40 @@ class WorkerRun:
         self.log(self.step, {"val/loss": loss, "tokens_seen": float(self.tokens_seen)})
         return loss
 
-    def save(self, metrics: dict[str, float]) -> None:
-        """Commit the metrics so far to MLflow, then checkpoint and report to Ray."""
+    def save(self) -> None:
+        """Commit the metrics so far to MLflow, then checkpoint and report the latest to Ray."""
         if self.buffer is not None:
             self.buffer.flush()
-        checkpoint.save_and_report(self.engine, self.step, {"step": self.step, **metrics})
+        checkpoint.save_and_report(self.engine, self.step, {"step": self.step, **self.latest})
 
     def finish(self, status: str) -> None:
+        """Export the weights, write what MLflow lacks (or spool it), release the engine."""
         if status == "finished":
             _export_weights(self.engine, self.job, self.rank)
         if self.buffer is not None:
-            self.buffer.flush()
-            tags = {"astropt.status": status, "astropt.steps_done": self.step}
-            set_tags(self.buffer.client, self.job.run_id, tags)
+            tags = {
+                "astropt.status": status,
+                "astropt.steps_done": self.step,
+                "astropt.node_id": ray.get_runtime_context().get_node_id(),  # rank 0's node
+            }
+            self._commit(tags)
         self.engine.destroy()
+
+    def _commit(self, tags: dict[str, object]) -> None:
+        for attempt in range(FINAL_FLUSH_TRIES):
+            if self.buffer.flush():
+                try:
+                    set_tags(self.buffer.client, self.job.run_id, tags)
+                    return
+                except Exception as error:  # the server went away between the two writes
+                    log.warning("MLflow tags not written: %s", error)
+            time.sleep(FINAL_FLUSH_WAIT_S * (attempt + 1))
+        path = write_spool(self.job.spool_uri, self.job.run_id, self.buffer.pending, tags)
+        log.error(
+            "MLflow unreachable: %d metric points and the run's tags kept in %s; send them with "
+            "`python -m astropt.spool upload %s --tracking-uri URI`",
+            len(self.buffer.pending), path, self.job.spool_uri,
+        )  # fmt: skip
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -230,11 +281,13 @@ def train_loop_per_worker(config: dict) -> None:
             run.finish("diverged")
             ray.train.report({"step": run.step, "diverged": 1.0})
             return
-        val_loss = run.evaluate() if run.step % cfg.eval_every == 0 or last else None
         if last:
-            final = {"final/val_loss": val_loss, "final/tokens_seen": float(run.tokens_seen)}
+            final = {"final/val_loss": run.evaluate(), "final/tokens_seen": float(run.tokens_seen)}
             run.log(run.step, final)
-            run.save(final)
-        elif run.step % cfg.checkpoint_every == 0:
-            run.save({} if val_loss is None else {"val/loss": val_loss})
+        elif run.step % cfg.eval_every == 0:
+            run.evaluate()
+        if last or run.step % cfg.checkpoint_every == 0 or run.step in cfg.checkpoint_at:
+            run.save()
+        if run.step in cfg.checkpoint_at:
+            checkpoint.mark_ready(run.job.run_dir, run.step)
     run.finish("finished")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from astropt.config import TrainConfig
@@ -46,22 +47,30 @@ class TrainPlan:
         }
 
 
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+def _batch_split(images: float, world_size: int, micro_cap: int) -> tuple[int, int]:
+    """(micro-batch images, accumulation steps) per worker closest to `images` in all."""
+    per_worker = max(1.0, images / world_size)
+    accum = math.ceil(per_worker / micro_cap)
+    return max(1, round(per_worker / accum)), accum
+
+
+def _warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    if cfg.optim.warmup_steps is not None:
+        return cfg.optim.warmup_steps
+    return round(cfg.optim.warmup_fraction * steps)
 
 
 def make_plan(cfg: TrainConfig, world_size: int) -> TrainPlan:
     """Derive whole optimizer steps from the token budget.
 
-    The global batch is `global_batch_tokens` rounded to whole images and to a multiple of the
-    world size; each worker runs the largest micro-batch up to `micro_batch_images` that divides
-    its share, and accumulates the rest.
+    The global batch is `global_batch_tokens` in whole images, split over the workers into the
+    fewest micro-batches of at most `micro_batch_images` (accumulated); the split can round the
+    global batch by a few images, and the plan reports the batch actually used.
     """
     tokens_per_image = cfg.model.block_size
-    images = max(1, round(cfg.global_batch_tokens / tokens_per_image))
-    global_images = max(world_size, round(images / world_size) * world_size)
-    per_worker = global_images // world_size
-    micro = _largest_divisor_at_most(per_worker, cfg.micro_batch_images)
+    images = cfg.global_batch_tokens / tokens_per_image
+    micro, accum = _batch_split(images, world_size, cfg.micro_batch_images)
+    global_images = micro * accum * world_size
     batch_tokens = global_images * tokens_per_image
     steps = cfg.tokens // batch_tokens
     if steps < 1:
@@ -76,9 +85,9 @@ def make_plan(cfg: TrainConfig, world_size: int) -> TrainPlan:
         world_size=world_size,
         global_batch_images=global_images,
         micro_batch_images=micro,
-        grad_accum=per_worker // micro,
+        grad_accum=accum,
         steps=steps,
-        warmup_steps=round(cfg.optim.warmup_fraction * steps),
+        warmup_steps=min(steps - 1, _warmup_steps(cfg, steps)),
         n_params=counts.non_embedding,
         n_params_total=counts.total,
         flops_per_token=training_flops_per_token(cfg.model),

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
-
-from ray.train import TrainingFailedError
 
 from astropt.config import ResourcesConfig, TrackingConfig, TrainConfig
 from astropt.tracking import ensure_experiment, log_params, make_client, open_run, set_tags
 from astropt.train.trainer import PreparedRun, build_trainer, prepare
 
 DONE = ("finished", "diverged")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,36 @@ def run_training(
         resume_from=resume_from,
     )
     try:
-        trainer.fit()
-    except TrainingFailedError:
-        set_tags(client, run_id, {"astropt.status": "failed"})
-        client.set_terminated(run_id, "FAILED")
+        result = trainer.fit()
+    except BaseException:  # a failed fit, a bad path, Ctrl-C: never leave the run "running"
+        _close(client, run_id, "failed")
         raise
-    outcome = _outcome(client, run_id, started)
-    client.set_terminated(run_id, "FINISHED" if outcome.status == "finished" else "FAILED")
+    outcome = _outcome_of(result.metrics or {}, run_id, started)
+    _close(client, run_id, outcome.status)
     return outcome
+
+
+def _outcome_of(metrics: dict, run_id: str, started: float) -> RunOutcome:
+    """From what the workers reported to Ray: a run that stopped before its final evaluation
+    without an error has diverged (the loop's only early exit)."""
+    finished = "final/val_loss" in metrics
+    return RunOutcome(
+        run_id=run_id,
+        status="finished" if finished else "diverged",
+        final_val_loss=metrics.get("final/val_loss"),
+        tokens_seen=int(metrics["final/tokens_seen"]) if finished else None,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def _close(client, run_id: str, status: str) -> None:
+    """Mark the MLflow run ended; an unreachable server is reported, not fatal: the workers
+    already spooled what it lacks."""
+    try:
+        set_tags(client, run_id, {"astropt.status": status})
+        client.set_terminated(run_id, "FINISHED" if status == "finished" else "FAILED")
+    except Exception as error:
+        log.error("run %s ended %s but MLflow could not be told: %s", run_id, status, error)
 
 
 def _outcome(client, run_id: str, started: float, skipped: bool = False) -> RunOutcome:

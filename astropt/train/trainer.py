@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from astropt.config import ResourcesConfig, TrainConfig
+from astropt.config import ResourcesConfig, TrainConfig, absolute_uri
 from astropt.data.check import require_valid_split
 from astropt.data.pipeline import shard_dataset
 from astropt.data.schema import ShardSet
@@ -97,6 +96,7 @@ def build_trainer(
         val_batches=run.val_batches,
         submitted_at=time.time(),
         resume_from=resume_from,
+        run_dir=f"{absolute_uri(storage_path).rstrip('/')}/{name}",
     )
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
@@ -113,13 +113,9 @@ def build_trainer(
         datasets={"train": train},
         run_config=RunConfig(
             name=name,
-            storage_path=_absolute(storage_path),
+            storage_path=absolute_uri(storage_path),
             failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=None if run.cfg.checkpoint_at else 2),
             callbacks=callbacks or [],
         ),
     )
-
-
-def _absolute(storage_path: str) -> str:
-    return storage_path if "://" in storage_path else str(Path(storage_path).resolve())

@@ -1,0 +1,59 @@
+"""Learning-rate schedules and the exact batch arithmetic of a run."""
+
+import math
+from itertools import pairwise
+
+import pytest
+
+from astropt.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from astropt.schedule import constant_multiplier, cosine_multiplier, wsd_multiplier
+from astropt.train.plan import PlanError, make_plan
+
+
+def test_cosine_warms_up_then_ends_at_min_ratio_on_the_last_step():
+    values = [cosine_multiplier(s, 100, 10, 0.1) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0)
+    assert values[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in pairwise(values[9:]))
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_is_the_constant_trunk_until_its_cooldown(shape):
+    total, warmup = 200, 10
+    values = [wsd_multiplier(s, total, warmup, 0.0, 0.2, shape) for s in range(total)]
+    start = total - 40
+    assert values[:start] == [constant_multiplier(s, warmup) for s in range(start)]
+    assert values[-1] == pytest.approx(0.0)
+    cooled = values[start:]
+    assert all(a > b for a, b in pairwise(cooled))
+    middle = values[start + 19]
+    assert middle == pytest.approx(0.5 if shape == "linear" else 1 - math.sqrt(0.5))
+
+
+def _cfg(**overrides) -> TrainConfig:
+    fields = {
+        "model": ModelConfig(n_layer=1, n_head=1, n_embd=16, image_size=64),
+        "data": DataConfig(train="/x/train", val="/x/val"),
+        "tokens": 100_000,
+    }
+    return TrainConfig(**(fields | overrides))
+
+
+def test_plan_derives_whole_batches_and_steps_from_the_token_budget():
+    plan = make_plan(_cfg(global_batch_tokens=1000, micro_batch_images=16), world_size=2)
+    assert plan.tokens_per_image == 15
+    # 1000 tokens = 66.7 images: 33.3 per worker, as 3 micro-batches of 11 (at most 16).
+    assert (plan.global_batch_images, plan.micro_batch_images, plan.grad_accum) == (66, 11, 3)
+    assert plan.steps == 100_000 // (66 * 15)
+    assert plan.tokens_seen == plan.steps * 66 * 15 <= 100_000
+
+
+def test_plan_refuses_a_budget_smaller_than_one_global_batch():
+    with pytest.raises(PlanError, match=r"tokens: budget 500 is smaller than one global batch"):
+        make_plan(_cfg(tokens=500, global_batch_tokens=960), world_size=2)
+
+
+def test_fixed_warmup_steps_override_the_fraction():
+    plan = make_plan(_cfg(optim=OptimConfig(warmup_steps=7)), world_size=1)
+    assert plan.warmup_steps == 7
