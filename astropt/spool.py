@@ -60,10 +60,7 @@ def upload(spool_uri: str, tracking_uri: str) -> dict[str, int]:
             records = [json.loads(line) for line in handle.read().decode().splitlines() if line]
         buffer = MetricBuffer(client, run_id, logged_through(client, run_id))
         for record in records[1:]:
-            buffer.pending.append(
-                Metric(record["key"], record["value"], record["ts"], record["step"])
-            )
-        buffer.pending = [m for m in buffer.pending if m.step > buffer.skip_through.get(m.key, -1)]
+            buffer.add(record["step"], {record["key"]: record["value"]})
         sent[run_id] = len(buffer.pending)
         if not buffer.flush():
             raise ConnectionError(f"MLflow at {tracking_uri} refused the points of {path}")

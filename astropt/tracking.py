@@ -81,27 +81,30 @@ class MetricBuffer:
     client: MlflowClient
     run_id: str
     skip_through: dict[str, int] = field(default_factory=dict)
-    pending: list[Metric] = field(default_factory=list)
+    _pending: dict[tuple[str, int], Metric] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[Metric]:
+        return list(self._pending.values())
 
     def add(self, step: int, values: Mapping[str, float]) -> None:
+        """Queue points; a (key, step) already logged is dropped, one already queued replaced."""
         now = int(time.time() * 1000)
-        self.pending.extend(
-            Metric(key, float(value), now, step)
-            for key, value in values.items()
-            if step > self.skip_through.get(key, -1)
-        )
+        for key, value in values.items():
+            if step > self.skip_through.get(key, -1):
+                self._pending[(key, step)] = Metric(key, float(value), now, step)
 
     def flush(self) -> bool:
         """Write what is pending; on failure keep the unwritten points and return False."""
-        while self.pending:
+        while self._pending:
             chunk = self.pending[:MAX_BATCH]
             try:
                 self.client.log_batch(self.run_id, metrics=chunk)
             except Exception as error:  # unreachable server, timeouts, a locked store
-                log.warning("MLflow write failed (%s); %d points kept", error, len(self.pending))
+                log.warning("MLflow write failed (%s); %d points kept", error, len(self._pending))
                 return False
-            del self.pending[: len(chunk)]
             for metric in chunk:
+                del self._pending[(metric.key, metric.step)]
                 held = self.skip_through.get(metric.key, -1)
                 self.skip_through[metric.key] = max(metric.step, held)
         return True
