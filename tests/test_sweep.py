@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3}
 
 
-def _grid(tmp: Path, galaxies: tuple[str, str], tracking_uri: str, sizes: list) -> Path:
+def _grid(
+    tmp: Path, galaxies: tuple[str, str], tracking_uri: str, sizes: list, **extra: object
+) -> Path:
     train, val = galaxies
     grid = {
         "name": "t",
@@ -40,7 +42,7 @@ def _grid(tmp: Path, galaxies: tuple[str, str], tracking_uri: str, sizes: list) 
         "resources": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 0},
         "tracking": {"uri": tracking_uri, "experiment": "t"},
         "storage": str(tmp / "ray"),
-    }
+    } | extra
     path = tmp / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -81,7 +83,8 @@ def local_sweep(ray_local, galaxies, tmp_path_factory):
         {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 64, "lr": 2e-3},
         {"name": "boom"} | TINY | {"lr": 50.0},
     ]
-    path = _grid(tmp, galaxies, uri, sizes)
+    probe = {"targets": ["mag_r", "r_eff_pix"], "max_images": 200, "folds": 3}
+    path = _grid(tmp, galaxies, uri, sizes, probe=probe)
     code = run_sweep(path)
     return path, uri, code, tmp
 
@@ -103,6 +106,18 @@ def test_grid_leaves_one_finished_child_run_per_cell_under_one_parent(local_swee
     assert all(c.name in summary for c in cells)
     artifacts = {f.path for f in MlflowClient(uri).list_artifacts(run["parent_id"], "summary")}
     assert {"summary/summary.csv", "summary/summary.md", "summary/loss_vs_compute.png"} <= artifacts
+
+
+def test_every_finished_cell_is_probed_and_the_parent_has_probe_vs_scale(local_sweep):
+    _, uri, _, _ = local_sweep
+    client = MlflowClient(uri)
+    for name, run in _record(uri).items():
+        metrics = client.get_run(run["run_id"]).data.metrics
+        probed = {"probe/mag_r/r2", "probe/r_eff_pix/r2"} <= set(metrics)
+        assert probed == (run["status"] == "finished"), name
+    parent = next(iter(_record(uri).values()))["parent_id"]
+    scale = {f.path for f in client.list_artifacts(parent, "probe_scale")}
+    assert "probe_scale/probe_vs_scale.png" in scale
 
 
 def test_a_diverging_cell_is_tagged_and_the_others_finish(local_sweep):

@@ -11,13 +11,17 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from astropt.cluster import TRIAL_DRIVER
 from astropt.config import ResourcesConfig, TrackingConfig
 from astropt.data.schema import resolve
+from astropt.probe import ProbeOptions, probe_run
 from astropt.sweep.cells import Cell
+from astropt.sweep.grid import ProbeStep
+from astropt.tracking import set_tags
 from astropt.train import checkpoint
 from astropt.train.run import run_training
 from astropt.train.trainer import PreparedRun
@@ -42,6 +46,7 @@ class CellJob:
     storage: str
     parent_run_id: str
     max_failures: int
+    probe: ProbeStep | None = None
 
     @property
     def name(self) -> str:
@@ -82,6 +87,22 @@ def _flag_trunk(job: CellJob, failed: bool) -> None:
         fs.delete_file(path)
 
 
+def _probe(job: CellJob, run_id: str) -> None:
+    """Probe the finished cell's embeddings (once: a cell already probed is left alone)."""
+    client = MlflowClient(job.tracking.uri)
+    if "astropt.probe.done" in client.get_run(run_id).data.tags:
+        return
+    probe_run(
+        job.tracking.uri,
+        run_id,
+        data_uri=job.prepared.cfg.data.val,
+        targets=job.probe.targets,
+        max_images=job.probe.max_images,
+        options=ProbeOptions(folds=job.probe.folds),
+    )
+    set_tags(client, run_id, {"astropt.probe.done": "1"})
+
+
 def run_cell(config: dict, jobs: dict[str, CellJob]) -> None:
     """Tune trial: train one cell (or find it done) and report its outcome."""
     job = jobs[config["cell"]]
@@ -114,6 +135,8 @@ def run_cell(config: dict, jobs: dict[str, CellJob]) -> None:
         if cell.role == "trunk":
             _flag_trunk(job, failed=True)
         raise
+    if job.probe is not None and cell.role == "cell" and outcome.status == "finished":
+        _probe(job, outcome.run_id)
     tune.report(
         {
             "status": outcome.status,

@@ -142,6 +142,14 @@ class TrainingConfig(StrictModel):
     divergence: DivergenceConfig = DivergenceConfig()
 
 
+class ProbeStep(StrictModel):
+    """Linear probes of the validation set's metadata at the end of every finished cell."""
+
+    targets: list[str] | None = Field(None, description="default: every numeric column")
+    max_images: PositiveInt = 2000
+    folds: int = Field(5, ge=2)
+
+
 class SweepResources(ResourcesConfig):
     max_concurrent: PositiveInt = 1
     max_failures: int = Field(1, ge=0)
@@ -158,6 +166,7 @@ class GridConfig(StrictModel):
     resources: SweepResources = SweepResources()
     tracking: TrackingConfig = TrackingConfig()
     storage: str = "runs/ray"
+    probe: ProbeStep | None = None
     mode: Literal["per_cell", "branching"] = Field(
         "per_cell",
         description="per_cell: one run per cell (training.optim.schedule, cosine by default); "

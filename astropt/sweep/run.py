@@ -8,6 +8,7 @@ import ray
 
 from astropt.cluster import connect
 from astropt.data.synth import ensure_synthetic_dataset
+from astropt.probe.scale import probe_scale
 from astropt.sweep.cells import Cell, expand
 from astropt.sweep.driver import CellJob, run_cells
 from astropt.sweep.estimate import plan_table, total_estimate
@@ -47,6 +48,7 @@ def _jobs(grid: GridConfig, cells: list[Cell], parent_run_id: str) -> list[CellJ
             storage=grid.storage_path,
             parent_run_id=parent_run_id,
             max_failures=grid.resources.max_failures,
+            probe=grid.probe,
         )
         for cell in cells
     ]
@@ -73,6 +75,8 @@ def run_sweep(grid_path: Path, *, address: str | None = None) -> int:
     )
     out_dir = Path("runs") / "summaries" / grid.name
     table = write_summary(client, experiment_id, parent, out_dir)
+    if grid.probe is not None:
+        probe_scale(grid.tracking.uri, grid.tracking.experiment, parent, out_dir / "probe")
     names = {c.name for c in cells}
     table = table[table["cell"].isin(names)]
     print(table.to_markdown(index=False, floatfmt=".4g"))
