@@ -34,7 +34,7 @@ def cell_seconds(cell: Cell, resources: SweepResources, cpu_rate: float) -> floa
         rate = GPU_MFU * ASSUMED_GPU_PEAK * resources.workers * resources.gpus_per_worker
     else:
         rate = CPU_EFFICIENCY * cpu_rate
-    return CELL_OVERHEAD_S + cell.plan.flops / rate
+    return CELL_OVERHEAD_S + cell.own_tokens * cell.plan.flops_per_token / rate
 
 
 def plan_table(cells: list[Cell], resources: SweepResources) -> pd.DataFrame:
@@ -45,6 +45,7 @@ def plan_table(cells: list[Cell], resources: SweepResources) -> pd.DataFrame:
             "size": c.size,
             "N (non-emb)": c.plan.n_params,
             "N (total)": c.plan.n_params_total,
+            "role": c.role if c.trunk is None else f"branch@{c.branch_step}",
             "D (tokens)": c.plan.tokens_seen,
             "C = 6ND": c.flops,
             "steps": c.plan.steps,
@@ -58,12 +59,24 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+def branching_saving(cells: list[Cell]) -> str:
+    """Tokens and FLOPs of the branching plan next to training every cell from scratch."""
+    branching = sum(c.own_tokens for c in cells), sum(c.own_flops for c in cells)
+    grid_cells = [c for c in cells if c.role == "cell"]
+    per_cell = sum(c.plan.tokens_seen for c in grid_cells), sum(c.flops for c in grid_cells)
+    return (
+        f"branching plan: {branching[0]:.3g} tokens, {branching[1]:.3g} FLOP; one run per cell: "
+        f"{per_cell[0]:.3g} tokens, {per_cell[1]:.3g} FLOP; saving "
+        f"{1 - branching[1] / per_cell[1]:.0%} of the compute"
+    )
+
+
 def total_estimate(cells: list[Cell], resources: SweepResources) -> str:
     cpu_rate = 0.0 if resources.use_gpu else cpu_flops_per_s()
     serial = sum(cell_seconds(c, resources, cpu_rate) for c in cells)
     hardware = "GPU (A100-class assumed)" if resources.use_gpu else "this machine's CPU"
     return (
-        f"{len(cells)} cells, {sum(c.flops for c in cells):.3g} FLOP in all; about "
+        f"{len(cells)} runs, {sum(c.own_flops for c in cells):.3g} FLOP in all; about "
         f"{_minutes(serial / resources.max_concurrent)} with {resources.max_concurrent} at once "
         f"on {hardware} (rough: {CELL_OVERHEAD_S:.0f} s start-up per cell plus FLOPs at "
         f"{GPU_MFU if resources.use_gpu else CPU_EFFICIENCY:.0%} of peak)"

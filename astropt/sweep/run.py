@@ -11,7 +11,7 @@ from astropt.data.synth import ensure_synthetic_dataset
 from astropt.probe.scale import probe_scale
 from astropt.sweep.cells import Cell, expand
 from astropt.sweep.driver import CellJob, run_cells
-from astropt.sweep.estimate import plan_table, total_estimate
+from astropt.sweep.estimate import branching_saving, plan_table, total_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.record import open_sweep_run, write_summary
 from astropt.tracking import ensure_experiment, make_client, require_reachable, scrub_uri
@@ -20,12 +20,11 @@ from astropt.train.trainer import check_data, prepare
 
 def dry_run(grid: GridConfig) -> str:
     cells = expand(grid)
-    table = plan_table(cells, grid.resources)
-    return (
-        table.to_markdown(index=False, floatfmt=".3g")
-        + "\n\n"
-        + total_estimate(cells, grid.resources)
-    )
+    lines = [plan_table(cells, grid.resources).to_markdown(index=False, floatfmt=".3g"), ""]
+    lines.append(total_estimate(cells, grid.resources))
+    if grid.mode == "branching":
+        lines.append(branching_saving(cells))
+    return "\n".join(lines)
 
 
 def _ensure_data(grid: GridConfig) -> None:

@@ -1,0 +1,135 @@
+"""Training throughput: a plain PyTorch loop vs this project's Ray Train + DeepSpeed cell.
+
+    python benchmarks/train_throughput.py [--preset 1M] [--steps 150] [--repeats 3]
+
+The same model, data and global batch are trained three ways, alternating, `--repeats` times:
+(a) one process, a plain loop over in-memory uint8 tensors (patchified and standardised each
+step, as the workers do), torch AdamW, all cores; (b) the project's cell with 1 Ray Train worker;
+(c) with 2 workers. Steady-state tokens/s of (b) and (c) come from the cells' own MLflow
+`tokens_per_s` history (first window dropped). Results: benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from astropt.cluster import connect
+from astropt.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ResourcesConfig,
+    TrackingConfig,
+    TrainConfig,
+)
+from astropt.data.pipeline import validation_batches
+from astropt.data.synth import ensure_synthetic_dataset
+from astropt.model import AstroPT
+from astropt.patches import images_to_tokens
+from astropt.train.plan import make_plan
+from astropt.train.run import run_training
+from astropt.train.trainer import check_data
+
+RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
+
+
+def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
+    """(a): the loop a user would write, on the same images, batch and optimizer."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    plan = make_plan(cfg, world_size=1)
+    images = torch.cat(validation_batches(cfg.data.train, plan.global_batch_images, 8))
+    torch.manual_seed(cfg.seed)
+    model = AstroPT(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95))
+    batches = images.split(plan.micro_batch_images)
+    rates = []
+    for step in range(steps):
+        started = time.perf_counter()
+        for micro in range(plan.grad_accum):
+            batch = batches[(step * plan.grad_accum + micro) % len(batches)]
+            _, loss = model(images_to_tokens(batch, cfg.model.patch_size))
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        rates.append(plan.global_batch_tokens / (time.perf_counter() - started))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"tokens_per_s": statistics.median(rates[5:]), "peak_rss_mb": peak_mb}
+
+
+def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str,
+             storage: str) -> dict[str, float]:  # fmt: skip
+    """(b)/(c): the project's cell; steady-state rate from its MLflow tokens_per_s history."""
+    resources = ResourcesConfig(workers=workers, cpus_per_worker=(os.cpu_count() or 2) / workers
+                                - 0.25)  # fmt: skip
+    outcome = run_training(cfg, resources, tracking, name=name, storage_path=storage)
+    client = MlflowClient(tracking.uri)
+    rates = [m.value for m in sorted(client.get_metric_history(outcome.run_id, "tokens_per_s"),
+                                     key=lambda m: m.step)][1:]  # fmt: skip
+    metrics = client.get_run(outcome.run_id).data.metrics
+    return {
+        "tokens_per_s": statistics.median(rates),
+        "peak_rss_mb": metrics.get("peak_rss_mb", float("nan")),
+        "startup_s": sum(metrics.get(k, 0.0) for k in
+                         ("time/worker_start_s", "time/engine_init_s", "time/first_batch_s")),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="1M")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="astropt-bench-"))
+    train, val = ensure_synthetic_dataset(str(work / "data"), 4000, 64, 0)
+    model = ModelConfig.from_preset(args.preset, image_size=64)
+    cfg = TrainConfig(
+        model=model, data=DataConfig(train=str(train), val=str(val)),
+        tokens=args.steps * 960, global_batch_tokens=960, micro_batch_images=64,
+        optim=OptimConfig(lr=1e-3), eval_every=10**6, checkpoint_every=10**6, log_every=10,
+        eval_batches=1,
+    )  # fmt: skip
+    check_data(cfg)
+    connect(num_cpus=os.cpu_count())
+    tracking = TrackingConfig(uri=f"sqlite:///{work / 'mlflow.db'}", experiment="bench")
+    runs: dict[str, list[dict[str, float]]] = {"a_plain": [], "b_ray_1_worker": [],
+                                               "c_ray_2_workers": []}  # fmt: skip
+    for repeat in range(args.repeats):
+        runs["a_plain"].append(plain_loop(cfg, args.steps))
+        for key, workers in (("b_ray_1_worker", 1), ("c_ray_2_workers", 2)):
+            runs[key].append(ray_cell(cfg, workers, tracking, f"{key}-{repeat}", str(work / "ray")))
+        print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
+    plain = [r["tokens_per_s"] for r in runs["a_plain"]]
+    summary = {
+        "preset": args.preset, "image_size": 64, "global_batch_tokens": 960,
+        "steps": args.steps, "repeats": args.repeats, "cpus": os.cpu_count(),
+        "runs": runs,
+        "ratio_b_over_a": _ratio(runs["b_ray_1_worker"], plain),
+        "ratio_c_over_a": _ratio(runs["c_ray_2_workers"], plain),
+        "target_b_over_a": 0.95,
+        "load_average": os.getloadavg(),
+    }  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("ratio_b_over_a", "ratio_c_over_a")}, indent=2))
+
+
+def _ratio(runs: list[dict[str, float]], plain: list[float]) -> dict[str, float]:
+    """Per-repeat ratios (each against the plain run of the same round), median and spread."""
+    ratios = [r["tokens_per_s"] / p for r, p in zip(runs, plain, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+if __name__ == "__main__":
+    main()
