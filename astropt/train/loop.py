@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import os
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class WorkerJob(StrictModel):
     submitted_at: float = 0.0
     run_dir: str
     resume_from: str | None = None
+    threads: int = 1
 
     @property
     def spool_uri(self) -> str:
@@ -151,6 +153,7 @@ class WorkerRun:
         device = get_device()
         self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.peak = _peak_flops(device)
+        torch.set_num_threads(job.threads)
         torch.manual_seed(self.cfg.seed)
         self.engine = build_engine(
             AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
@@ -237,6 +240,8 @@ class WorkerRun:
         """Export the weights, write what MLflow lacks (or spool it), release the engine."""
         if status == "finished":
             _export_weights(self.engine, self.job, self.rank)
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.log(self.step, {"peak_rss_mb": peak_rss_mb})
         if self.buffer is not None:
             tags = {
                 "astropt.status": status,

@@ -5,6 +5,7 @@ Everything that can be wrong with the input is found here, before any worker sta
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -96,6 +97,7 @@ def build_trainer(
         val_batches=run.val_batches,
         submitted_at=time.time(),
         resume_from=resume_from,
+        threads=max(1, math.ceil(resources.cpus_per_worker)),
         run_dir=f"{absolute_uri(storage_path).rstrip('/')}/{name}",
     )
     per_worker = {"CPU": resources.cpus_per_worker}
