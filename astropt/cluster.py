@@ -13,11 +13,14 @@ TRIAL_DRIVER = "trial_driver"
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
     """`ray.init` to `address` (or RAY_ADDRESS, or a cluster started with `ray start`), else
-    start a local cluster. Returns a one-line description for the user."""
+    start a local cluster; `address="local"` always starts a new local one. Returns a one-line
+    description for the user."""
     if ray.is_initialized():
         return "already connected"
     target = address or os.environ.get("RAY_ADDRESS")
-    if target is None:
+    if target == "local":
+        target = None
+    elif target is None:
         try:
             ray.init(address="auto", log_to_driver=False)
             return "connected to the running Ray cluster"
