@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         help="continue an interrupted sweep (the default behaviour of a re-run; kept explicit)",
     )
     parser.add_argument(
-        "--address", help="Ray cluster address (default: running cluster, else local)"
+        "--address",
+        help="Ray cluster address; 'local' starts a new local cluster "
+        "(default: a running cluster, else a local one)",
     )
     args = parser.parse_args(argv)
     try:
