@@ -19,6 +19,7 @@ from ray.data.datasource import FileShuffleConfig
 from astropt.data.schema import IMAGE_COLUMN, ShardSet, decode_images
 
 BLOCK_BYTES = 8 * 1024 * 1024  # small blocks stream; Ray's default blocks of ~100 MB spill
+FETCH_IMAGES = 512  # images per request to Ray Data (rounded to a multiple of the micro-batch)
 
 
 def _decode_batch(batch: pa.Table, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
@@ -46,13 +47,22 @@ def endless_batches(shard: ray.data.DataIterator, batch_size: int) -> Iterator[t
 
     Every worker gets the same number of rows per epoch (Ray Train splits with equal=True) and
     only full batches are kept, so all workers take the same number of steps per epoch and no
-    collective waits on a worker that ran dry.
+    collective waits on a worker that ran dry. Images are fetched from Ray Data a few hundred at
+    a time and cut into micro-batches here: each fetch costs the split coordinator CPU time,
+    which on small machines is taken from training.
     """
+    fetch = batch_size * max(1, FETCH_IMAGES // batch_size)
     for _ in count():
+        fetched = 0
         for batch in shard.iter_torch_batches(
-            batch_size=batch_size, drop_last=True, prefetch_batches=2, device="cpu"
+            batch_size=fetch, drop_last=True, prefetch_batches=2, device="cpu"
         ):
-            yield batch[IMAGE_COLUMN]
+            fetched += 1
+            yield from batch[IMAGE_COLUMN].split(batch_size)
+        if not fetched:
+            if fetch == batch_size:
+                raise ValueError(f"the training set gives a worker under {batch_size} images")
+            fetch = batch_size  # a small set: fetch one micro-batch at a time
 
 
 def validation_batches(uri: str, batch_size: int, n_batches: int) -> list[torch.Tensor]:

@@ -67,6 +67,11 @@ def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
     """Batch arithmetic and validation set size, checked; the data itself by `check_data`."""
     train, val = ShardSet(cfg.data.train), ShardSet(cfg.data.val)
     plan = make_plan(cfg, resources.workers)
+    if train.num_rows < plan.world_size * plan.micro_batch_images:
+        raise PlanError(
+            f"data.train: {cfg.data.train} has {train.num_rows} images, fewer than one "
+            f"micro-batch of {plan.micro_batch_images} for each of {plan.world_size} workers"
+        )
     val_batches = min(cfg.eval_batches, val.num_rows // cfg.eval_batch_images)
     if val_batches < 1:
         raise PlanError(
