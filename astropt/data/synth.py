@@ -618,14 +618,15 @@ def _read_manifest(fs: pafs.FileSystem, root: str) -> dict | None:
 
 
 def _publish(fs: pafs.FileSystem, tmp: str, root: str, settings: dict) -> None:
-    """Move a finished build into place (or, where moving folders is unsupported, copy it)."""
+    """Move a finished build into place on a local disk; copy it on object stores (S3 cannot
+    move folders), the manifest last so that it marks the copy complete."""
     if _read_manifest(fs, root) == settings:  # a concurrent build of the same data won
         return
     if fs.get_file_info(root).type != pafs.FileType.NotFound:
         fs.delete_dir(root)
-    try:
+    if isinstance(fs, pafs.LocalFileSystem):
         fs.move(tmp, root)
-    except NotImplementedError:
+    else:
         for name in ("train", "val"):
             pafs.copy_files(join(tmp, name), join(root, name), fs, fs)
         fs.copy_file(join(tmp, MANIFEST), join(root, MANIFEST))  # last: marks it complete

@@ -1,0 +1,168 @@
+"""A sweep across a two-node Ray cluster (cluster/local-multinode) records what one node does.
+
+The cluster is two `ray start` processes on this machine, each its own node with its own CPUs;
+the head alone offers `trial_driver`, as on cluster/gpu.yaml. The sweep runs as a separate driver
+(`run_grid.py --address`), its cells' training workers land on either node, and every node
+writes to the one storage path and the one MLflow store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from astropt.sweep.cells import expand
+from astropt.sweep.grid import load_grid
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "cluster" / "local-multinode"
+SIZES = [
+    {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3},
+    {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 64, "lr": 2e-3},
+]
+#: Ports the script uses from its base port: the head's GCS, 16 per node, 100 per node's workers.
+PORT_OFFSETS = [0, *range(10, 26), *range(100, 300)]
+
+
+def _ports_free(base: int) -> bool:
+    for offset in PORT_OFFSETS:
+        with socket.socket() as s:
+            try:
+                s.bind(("", base + offset))
+            except OSError:
+                return False
+    return True
+
+
+def _free_base_port() -> int:
+    return next(base for base in range(26379, 40000, 400) if _ports_free(base))
+
+
+def _grid(folder: Path, galaxies: tuple[str, str]) -> Path:
+    """2 sizes x 2 budgets, one worker per cell, two cells at a time."""
+    train, val = galaxies
+    grid = {
+        "name": "mn",
+        "sizes": SIZES,
+        "budgets": {"tokens": [4800, 9600]},  # 5 and 10 steps of 960 tokens
+        "data": {"train": train, "val": val},
+        "training": {"eval_every": 5, "checkpoint_every": 5, "log_every": 5, "eval_batches": 1},
+        "resources": {"workers": 1, "cpus_per_worker": 0.5, "max_concurrent": 2, "max_failures": 0},
+        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "mn"},
+        "storage": str(folder / "ray"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def _record(grid: Path) -> dict[str, dict]:
+    """Cell name -> status, tokens and rank 0's node, from the grid's MLflow store."""
+    uri = load_grid(grid).tracking.uri
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mn")
+    runs = client.search_runs([experiment.experiment_id], "tags.`astropt.role` = 'cell'")
+    return {
+        run.data.tags["astropt.cell"]: {
+            "status": run.data.tags["astropt.status"],
+            "tokens": run.data.metrics.get("final/tokens_seen"),
+            "node": run.data.tags.get("astropt.node_id"),
+        }
+        for run in runs
+    }
+
+
+def _session_pids(leaders: list[int]) -> list[int]:
+    """Every process still in the sessions that the script's `ray start`s lead."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    rows = (line.split() for line in out.splitlines())
+    return [int(pid) for pid, sid in rows if int(sid) in leaders]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and one worker node started by the script; stopped by it, by PID, at the end."""
+    state = Path(tempfile.mkdtemp(prefix="apt-mn-", dir="/tmp"))  # short: Ray's socket paths
+    port = _free_base_port()
+    env = os.environ | {
+        "ASTROPT_CLUSTER_DIR": str(state),
+        "ASTROPT_CLUSTER_PORT": str(port),
+        "PYTHON": sys.executable,
+    }
+    pids = state / "pids"
+    try:
+        started = subprocess.run(
+            [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert started.returncode == 0, started.stderr[-3000:]
+        yield started.stdout.split()[-1], json.loads((state / "nodes.json").read_text())
+    finally:
+        leaders = (
+            [int(line.split()[0]) for line in pids.read_text().splitlines()]
+            if pids.exists()
+            else []
+        )
+        subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+    assert leaders and _session_pids(leaders) == [], "local-multinode stop left processes behind"
+
+
+@pytest.fixture(scope="module")
+def sweep(cluster, galaxies, tmp_path_factory):
+    """The grid run by a driver process on the two-node cluster."""
+    address, nodes = cluster
+    grid = _grid(tmp_path_factory.mktemp("multinode"), galaxies)
+    started = time.perf_counter()
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO / "sweeps" / "run_grid.py"), str(grid), "--address", address],
+        cwd=grid.parent, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        code = driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    print(f"\nsweep on two nodes: {time.perf_counter() - started:.0f} s")
+    return grid, code, nodes
+
+
+def test_cells_ran_on_both_nodes_and_share_one_storage_path(sweep):
+    grid, code, nodes = sweep
+    assert code == 0
+    record = _record(grid)
+    for name, run in sorted(record.items()):
+        where = "head" if "trial_driver" in nodes.get(run["node"], {}) else "worker node"
+        print(f"{name}: {where} {run['node'][:12]}")
+    assert {run["node"] for run in record.values()} == set(nodes)
+    storage = Path(load_grid(grid).storage_path)
+    for name in record:
+        assert sorted((storage / name).glob("step_*")), f"no checkpoint of {name} in {storage}"
+
+
+def test_two_node_record_is_the_one_node_record(sweep):
+    """Names, statuses and tokens are what one node records for this grid (test_sweep checks
+    one node's record against the same expansion of the grid)."""
+    grid, _, _ = sweep
+    record = _record(grid)
+    cells = {c.name: c for c in expand(load_grid(grid))}
+    assert set(record) == set(cells)
+    for name, run in record.items():
+        assert run["status"] == "finished"
+        assert run["tokens"] == cells[name].plan.tokens_seen
