@@ -13,8 +13,9 @@ from astropt.sweep.grid import SweepResources
 #: Measured start-up cost of one cell on a 2-core CPU machine (worker group, DeepSpeed, first
 #: batch, MLflow); see benchmarks/README.md.
 CELL_OVERHEAD_S = 40.0
-#: Fraction of peak that a cell sustains: model FLOPs utilisation assumed for the estimate.
-GPU_MFU, CPU_EFFICIENCY = 0.35, 0.3
+#: Fraction of peak a cell sustains. On CPU, relative to a 512 x 512 float32 matmul: the
+#: default grid trained at about that rate on 2 cores (benchmarks/README.md).
+GPU_MFU, CPU_EFFICIENCY = 0.35, 1.0
 #: Dense bf16 peak of an A100, the GPU assumed when the dry run cannot see the cluster's GPUs.
 ASSUMED_GPU_PEAK = 312e12
 
