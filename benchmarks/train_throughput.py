@@ -41,6 +41,7 @@ from astropt.train.run import run_training
 from astropt.train.trainer import check_data
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
+DATA_CPUS = 0.5
 
 
 def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
@@ -70,8 +71,9 @@ def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
 def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str,
              storage: str) -> dict[str, float]:  # fmt: skip
     """(b)/(c): the project's cell; steady-state rate from its MLflow tokens_per_s history."""
-    resources = ResourcesConfig(workers=workers, cpus_per_worker=(os.cpu_count() or 2) / workers
-                                - 0.25)  # fmt: skip
+    # Leave half a CPU to Ray Data's read tasks, or they never get scheduled and the cell hangs.
+    spare = (os.cpu_count() or 2) - DATA_CPUS
+    resources = ResourcesConfig(workers=workers, cpus_per_worker=spare / workers)
     outcome = run_training(cfg, resources, tracking, name=name, storage_path=storage)
     client = MlflowClient(tracking.uri)
     rates = [m.value for m in sorted(client.get_metric_history(outcome.run_id, "tokens_per_s"),
