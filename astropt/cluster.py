@@ -9,6 +9,7 @@ import ray
 #: A custom resource that Tune trial drivers claim instead of CPUs: a trial driver only waits on
 #: its workers, and letting it hold a CPU starves them on small machines (2 cores hang).
 TRIAL_DRIVER = "trial_driver"
+STARTED_LOCAL = "started a local Ray cluster"
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
@@ -36,4 +37,4 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
         include_dashboard=False,
         log_to_driver=False,
     )
-    return f"started a local Ray cluster ({cpus} CPUs)"
+    return f"{STARTED_LOCAL} ({cpus} CPUs)"

@@ -38,10 +38,9 @@ from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.train.plan import make_plan
 from astropt.train.run import run_training
-from astropt.train.trainer import check_data
+from astropt.train.trainer import DATA_CPUS, check_data
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
-DATA_CPUS = 0.5
 
 
 def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
@@ -71,8 +70,7 @@ def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
 def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str,
              storage: str) -> dict[str, float]:  # fmt: skip
     """(b)/(c): the project's cell; steady-state rate from its MLflow tokens_per_s history."""
-    # Leave half a CPU to Ray Data's read tasks, or they never get scheduled and the cell hangs.
-    spare = (os.cpu_count() or 2) - DATA_CPUS
+    spare = (os.cpu_count() or 2) - DATA_CPUS  # what require_data_cpus allows
     resources = ResourcesConfig(workers=workers, cpus_per_worker=spare / workers)
     outcome = run_training(cfg, resources, tracking, name=name, storage_path=storage)
     client = MlflowClient(tracking.uri)

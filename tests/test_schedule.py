@@ -57,3 +57,14 @@ def test_plan_refuses_a_budget_smaller_than_one_global_batch():
 def test_fixed_warmup_steps_override_the_fraction():
     plan = make_plan(_cfg(optim=OptimConfig(warmup_steps=7)), world_size=1)
     assert plan.warmup_steps == 7
+
+
+def test_a_layout_that_leaves_ray_data_no_cpu_is_refused_not_hung():
+    from astropt.config import ResourcesConfig
+    from astropt.train.trainer import require_data_cpus
+
+    require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), cluster_cpus=2)
+    with pytest.raises(PlanError, match=r"resources.cpus_per_worker: 1 run\(s\) x 1 workers"):
+        require_data_cpus(ResourcesConfig(workers=1, cpus_per_worker=1.75), cluster_cpus=2)
+    with pytest.raises(PlanError, match="lower cpus_per_worker, workers or max_concurrent"):
+        require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), 2, runs_at_once=2)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import ray
 from pydantic import ValidationError
 
-from astropt.cluster import connect
+from astropt.cluster import STARTED_LOCAL, connect
 from astropt.config import (
     PRESETS,
     DataConfig,
@@ -27,7 +28,7 @@ from astropt.data.check import ShardSetError
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.train.plan import PlanError
 from astropt.train.run import run_training
-from astropt.train.trainer import check_data
+from astropt.train.trainer import check_data, require_data_cpus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg, resources, tracking = _configs(args)
         name = args.name or f"{cfg.model.name}-D{cfg.tokens:.3g}-s{cfg.seed}"
         check_data(cfg)
-        print(connect(args.address))
+        connection = connect(args.address)
+        print(connection)
+        if connection.startswith(STARTED_LOCAL):  # an autoscaling cluster may still grow
+            require_data_cpus(resources, ray.cluster_resources().get("CPU", 0.0))
         outcome = run_training(cfg, resources, tracking, name=name, storage_path=args.storage)
     except (ValidationError, ShardSetError, PlanError) as error:
         print(f"error: {error}", file=sys.stderr)

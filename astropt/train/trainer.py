@@ -53,6 +53,25 @@ class PreparedRun:
         }
 
 
+#: CPUs Ray Data's read tasks ask for (`shard_dataset`); a cluster must keep them free.
+DATA_CPUS = 0.5
+
+
+def require_data_cpus(
+    resources: ResourcesConfig, cluster_cpus: float, runs_at_once: int = 1
+) -> None:
+    """Refuse a layout whose workers reserve every CPU: Ray Data could never read, and the run
+    would hang instead of failing."""
+    reserved = runs_at_once * resources.workers * resources.cpus_per_worker
+    if reserved + DATA_CPUS > cluster_cpus:
+        raise PlanError(
+            f"resources.cpus_per_worker: {runs_at_once} run(s) x {resources.workers} workers x "
+            f"{resources.cpus_per_worker} CPUs = {reserved:g} of the cluster's {cluster_cpus:g} "
+            f"CPUs, leaving less than the {DATA_CPUS} CPU that reading the shards needs; "
+            "lower cpus_per_worker, workers or max_concurrent"
+        )
+
+
 def image_shape(cfg: TrainConfig) -> tuple[int, int, int]:
     return cfg.model.n_chan, cfg.model.image_size, cfg.model.image_size
 
