@@ -162,6 +162,11 @@ class ResourcesConfig(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: PositiveFloat = 0.5
     gpus_per_worker: PositiveFloat = 1.0
+    threads_per_worker: PositiveInt | None = Field(
+        None,
+        description="torch threads per worker; default: cpus_per_worker rounded up. More than "
+        "that lets a worker use the cores it leaves to Ray Data, which are idle between reads",
+    )
 
 
 class TrackingConfig(StrictModel):

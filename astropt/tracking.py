@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,9 +90,13 @@ class MetricBuffer:
     def add(self, step: int, values: Mapping[str, float]) -> None:
         """Queue points; a (key, step) already logged is dropped, one already queued replaced."""
         now = int(time.time() * 1000)
-        for key, value in values.items():
-            if step > self.skip_through.get(key, -1):
-                self._pending[(key, step)] = Metric(key, float(value), now, step)
+        self.add_points(Metric(key, float(value), now, step) for key, value in values.items())
+
+    def add_points(self, points: Iterable[Metric]) -> None:
+        """Queue points as they were recorded (timestamp included), except those logged."""
+        for point in points:
+            if point.step > self.skip_through.get(point.key, -1):
+                self._pending[(point.key, point.step)] = point
 
     def flush(self) -> bool:
         """Write what is pending; on failure keep the unwritten points and return False."""

@@ -70,8 +70,12 @@ def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
 def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str,
              storage: str) -> dict[str, float]:  # fmt: skip
     """(b)/(c): the project's cell; steady-state rate from its MLflow tokens_per_s history."""
-    spare = (os.cpu_count() or 2) - DATA_CPUS  # what require_data_cpus allows
-    resources = ResourcesConfig(workers=workers, cpus_per_worker=spare / workers)
+    cores = os.cpu_count() or 2
+    resources = ResourcesConfig(  # reserve what require_data_cpus allows, use every core
+        workers=workers,
+        cpus_per_worker=(cores - DATA_CPUS) / workers,
+        threads_per_worker=max(1, cores // workers),
+    )
     outcome = run_training(cfg, resources, tracking, name=name, storage_path=storage)
     client = MlflowClient(tracking.uri)
     rates = [m.value for m in sorted(client.get_metric_history(outcome.run_id, "tokens_per_s"),

@@ -8,6 +8,7 @@ writes to the one storage path and the one MLflow store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -52,16 +53,29 @@ def _free_base_port() -> int:
     return next(base for base in range(26379, 40000, 400) if _ports_free(base))
 
 
-def _grid(folder: Path, galaxies: tuple[str, str]) -> Path:
-    """2 sizes x 2 budgets, one worker per cell, two cells at a time."""
+def _grid(
+    folder: Path,
+    galaxies: tuple[str, str],
+    tokens: tuple[int, ...] = (4800, 9600),  # 5 and 10 steps of 960 tokens
+    every: int = 5,
+    **resources: object,
+) -> Path:
+    """2 sizes x `tokens` budgets, one worker per cell, two cells at a time."""
     train, val = galaxies
+    every_ = {"eval_every": every, "checkpoint_every": every, "log_every": every}
     grid = {
         "name": "mn",
         "sizes": SIZES,
-        "budgets": {"tokens": [4800, 9600]},  # 5 and 10 steps of 960 tokens
+        "budgets": {"tokens": list(tokens)},
         "data": {"train": train, "val": val},
-        "training": {"eval_every": 5, "checkpoint_every": 5, "log_every": 5, "eval_batches": 1},
-        "resources": {"workers": 1, "cpus_per_worker": 0.5, "max_concurrent": 2, "max_failures": 0},
+        "training": {**every_, "eval_batches": 1},
+        "resources": {
+            "workers": 1,
+            "cpus_per_worker": 0.5,
+            "max_concurrent": 2,
+            "max_failures": 0,
+            **resources,
+        },
         "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "mn"},
         "storage": str(folder / "ray"),
     }
@@ -110,7 +124,7 @@ def cluster():
             [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
         )
         assert started.returncode == 0, started.stderr[-3000:]
-        yield started.stdout.split()[-1], json.loads((state / "nodes.json").read_text())
+        yield started.stdout.split()[-1], json.loads((state / "nodes.json").read_text()), state
     finally:
         leaders = (
             [int(line.split()[0]) for line in pids.read_text().splitlines()]
@@ -125,22 +139,29 @@ def cluster():
 @pytest.fixture(scope="module")
 def sweep(cluster, galaxies, tmp_path_factory):
     """The grid run by a driver process on the two-node cluster."""
-    address, nodes = cluster
+    address, nodes, _ = cluster
     grid = _grid(tmp_path_factory.mktemp("multinode"), galaxies)
     started = time.perf_counter()
+    with _driver(grid, address) as driver:
+        code = driver.wait(timeout=600)
+    print(f"\nsweep on two nodes: {time.perf_counter() - started:.0f} s")
+    return grid, code, nodes
+
+
+@contextlib.contextmanager
+def _driver(grid: Path, address: str):
+    """`run_grid.py GRID --address ADDRESS` in a session of its own, killed if still running."""
     driver = subprocess.Popen(
         [sys.executable, str(REPO / "sweeps" / "run_grid.py"), str(grid), "--address", address],
         cwd=grid.parent, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        code = driver.wait(timeout=600)
+        yield driver
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
-    print(f"\nsweep on two nodes: {time.perf_counter() - started:.0f} s")
-    return grid, code, nodes
 
 
 def test_cells_ran_on_both_nodes_and_share_one_storage_path(sweep):
@@ -166,3 +187,62 @@ def test_two_node_record_is_the_one_node_record(sweep):
     for name, run in record.items():
         assert run["status"] == "finished"
         assert run["tokens"] == cells[name].plan.tokens_seen
+
+
+def _leader(state: Path, name: str) -> int:
+    """The PID of the `ray start` that leads node `name`'s session."""
+    rows = (line.split() for line in (state / "pids").read_text().splitlines())
+    return next(int(pid) for pid, node in rows if node == name)
+
+
+def _train_workers_in_session(leader: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    rows = (line.split(None, 2) for line in out.splitlines())
+    return [
+        int(pid) for pid, sid, *args in rows if int(sid) == leader and "RayTrainWorker" in args[0]
+    ]
+
+
+def test_cells_of_a_lost_node_finish_on_the_remaining_one(
+    sweep, cluster, galaxies, tmp_path_factory
+):
+    """Kill every process of the worker node (as a preempted machine dies) while it trains a
+    cell that has checkpointed: the cell restarts on the head from its checkpoint, and every
+    cell finishes with its planned tokens. Runs after the two-node tests (it uses `sweep`)."""
+    address, nodes, state = cluster
+    head = next(node for node, resources in nodes.items() if "trial_driver" in resources)
+    grid = _grid(
+        tmp_path_factory.mktemp("node-loss"), galaxies, tokens=(96000,), every=10,
+        cpus_per_worker=1.0, max_failures=2,
+    )  # fmt: skip
+    storage = Path(load_grid(grid).storage_path)
+    worker_node = _leader(state, "worker-1")
+    killed: list[int] = []
+    with _driver(grid, address) as driver:
+        deadline = time.time() + 300
+        while not killed and driver.poll() is None and time.time() < deadline:
+            checkpointed = {p.parent.name for p in storage.glob("*/step_*")}
+            if len(checkpointed) == 2 and _train_workers_in_session(worker_node):
+                killed = _session_pids([worker_node])
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        code = driver.wait(timeout=600)
+    assert killed, "no cell trained on the worker node: the test did not exercise a node loss"
+    assert code == 0
+    record = _record(grid)
+    cells = {c.name: c for c in expand(load_grid(grid))}
+    client = MlflowClient(load_grid(grid).tracking.uri)
+    restarted = []
+    for name, run in record.items():
+        assert run["status"] == "finished", name
+        assert run["tokens"] == cells[name].plan.tokens_seen
+        assert run["node"] == head, f"{name} ended on a node that was killed"
+        run_id = client.search_runs(
+            [client.get_experiment_by_name("mn").experiment_id], f"tags.`astropt.cell` = '{name}'"
+        )[0].info.run_id
+        steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+        assert sorted(steps) == list(range(10, cells[name].plan.steps + 1, 10)), name
+        starts = [m.step for m in client.get_metric_history(run_id, "time/engine_init_s")]
+        restarted += [name for step in starts if step > 0]
+    assert restarted, "no cell resumed from a checkpoint after the node was lost"

@@ -65,6 +65,6 @@ def test_a_layout_that_leaves_ray_data_no_cpu_is_refused_not_hung():
 
     require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), cluster_cpus=2)
     with pytest.raises(PlanError, match=r"resources.cpus_per_worker: 1 run\(s\) x 1 workers"):
-        require_data_cpus(ResourcesConfig(workers=1, cpus_per_worker=1.75), cluster_cpus=2)
+        require_data_cpus(ResourcesConfig(workers=1, cpus_per_worker=1.5), cluster_cpus=2)
     with pytest.raises(PlanError, match="lower cpus_per_worker, workers or max_concurrent"):
         require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), 2, runs_at_once=2)

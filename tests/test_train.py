@@ -177,3 +177,36 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_loses_nothing(trained)
         _unique_steps(client, resumed.run_id, key)
     # Data order differs after the restart, so the loss matches to a tolerance, not exactly.
     assert resumed.final_val_loss == pytest.approx(outcome.final_val_loss, rel=0.03)
+
+
+def test_a_checkpoint_that_cannot_be_written_names_its_path_and_keeps_the_previous(trained):
+    """The step-60 checkpoint's model file is a link to /dev/full: writing it fails with ENOSPC,
+    as on a full disk. The run fails naming that checkpoint's folder; the step-30 checkpoint is
+    still Ray's latest and a plain re-run resumes from it to the planned step."""
+    cfg, tracking, _, tmp = trained
+    storage = tmp / "ray"
+    target = storage / "full-disk" / "step_000000060"
+    (target / "astropt").mkdir(parents=True)
+    (target / "astropt" / "mp_rank_00_model_states.pt").symlink_to("/dev/full")
+    resources = ResourcesConfig(workers=1)
+    with pytest.raises(Exception) as failure:
+        run_training(
+            cfg, resources, tracking, name="full-disk", storage_path=str(storage), max_failures=0
+        )
+    message = str(failure.value)
+    assert f"checkpoint of step 60 could not be written to {target}" in message, message
+    assert "No space left on device" in message
+    assert not target.exists(), "the partial checkpoint was left behind"
+    assert [p.name for p in sorted((storage / "full-disk").glob("step_*"))] == ["step_000000030"]
+    client = MlflowClient(tracking.uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("t").experiment_id], "tags.`astropt.cell` = 'full-disk'"
+    )[0]
+    assert run.data.tags["astropt.status"] == "failed"
+    assert str(target) in run.data.tags["astropt.error"]
+
+    again = run_training(cfg, resources, tracking, name="full-disk", storage_path=str(storage))
+    assert again.run_id == run.info.run_id
+    assert again.status == "finished" and again.tokens_seen == STEPS * 960
+    assert _unique_steps(client, again.run_id, "train/loss") == list(range(10, STEPS + 1, 10))
+    assert _unique_steps(client, again.run_id, "val/loss") == [0, 20, 40, 60]

@@ -36,7 +36,9 @@ def shard_dataset(
     """
     DataContext.get_current().target_max_block_size = BLOCK_BYTES
     shuffle = None if shuffle_seed is None else FileShuffleConfig(seed=shuffle_seed)
-    dataset = ray.data.read_parquet(uri, columns=[IMAGE_COLUMN], shuffle=shuffle, num_cpus=cpus)
+    dataset = ray.data.read_parquet(uri, shuffle=shuffle, num_cpus=cpus).select_columns(
+        [IMAGE_COLUMN]
+    )
     return dataset.map_batches(
         _decode_batch, fn_kwargs={"shape": shape}, batch_format="pyarrow", num_cpus=cpus
     )

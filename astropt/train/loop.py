@@ -16,6 +16,7 @@ import deepspeed
 import ray.train
 import torch
 import torch.distributed as dist
+from mlflow.entities import Metric
 from ray.train.torch import get_device
 from safetensors.torch import save_file
 
@@ -139,6 +140,10 @@ def _export_weights(engine: deepspeed.DeepSpeedEngine, job: WorkerJob, rank: int
                 log.error("weights not logged to MLflow (%s); kept in %s", error, kept)
 
 
+def _as_tuple(metric: Metric) -> tuple[str, float, int, int]:
+    return metric.key, metric.value, metric.timestamp, metric.step
+
+
 class WorkerRun:
     """One worker's share of a run: its engine, its data streams and (rank 0) its MLflow log."""
 
@@ -159,8 +164,10 @@ class WorkerRun:
             AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
         )
         engine_ready = time.time()
-        self.step = checkpoint.restore(self.engine, job.resume_from)
+        self.step, unsent = checkpoint.restore(self.engine, job.resume_from)
         self.buffer = self._metric_buffer() if self.rank == 0 else None
+        if self.buffer is not None:
+            self.buffer.add_points(Metric(*point) for point in unsent)
         self.latest: dict[str, float] = {}
         self.val = validation_batches(
             self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
@@ -231,10 +238,15 @@ class WorkerRun:
         return loss
 
     def save(self) -> None:
-        """Commit the metrics so far to MLflow, then checkpoint and report the latest to Ray."""
+        """Checkpoint (with the metric points MLflow lacks) and report to Ray, then send those
+        points. MLflow then only holds steps that a checkpoint covers: a restart neither repeats
+        a step nor loses one, and a failed checkpoint leaves no orphan points behind."""
+        unsent = [] if self.buffer is None else [_as_tuple(m) for m in self.buffer.pending]
+        checkpoint.save_and_report(
+            self.engine, self.step, {"step": self.step, **self.latest}, self.job.run_dir, unsent
+        )
         if self.buffer is not None:
             self.buffer.flush()
-        checkpoint.save_and_report(self.engine, self.step, {"step": self.step, **self.latest})
 
     def finish(self, status: str) -> None:
         """Export the weights, write what MLflow lacks (or spool it), release the engine."""

@@ -69,8 +69,8 @@ def run_training(
     )
     try:
         result = trainer.fit()
-    except BaseException:  # a failed fit, a bad path, Ctrl-C: never leave the run "running"
-        _close(client, run_id, "failed")
+    except BaseException as error:  # a failed fit, a bad path, Ctrl-C: never "running"
+        _close(client, run_id, "failed", error)
         raise
     outcome = _outcome_of(result.metrics or {}, run_id, started)
     _close(client, run_id, outcome.status)
@@ -90,11 +90,14 @@ def _outcome_of(metrics: dict, run_id: str, started: float) -> RunOutcome:
     )
 
 
-def _close(client, run_id: str, status: str) -> None:
-    """Mark the MLflow run ended; an unreachable server is reported, not fatal: the workers
-    already spooled what it lacks."""
+def _close(client, run_id: str, status: str, error: BaseException | None = None) -> None:
+    """Mark the MLflow run ended (with the error's message, if it failed); an unreachable
+    server is reported, not fatal: the workers already spooled what it lacks."""
+    tags: dict[str, object] = {"astropt.status": status}
+    if error is not None:
+        tags["astropt.error"] = _error_summary(error)
     try:
-        set_tags(client, run_id, {"astropt.status": status})
+        set_tags(client, run_id, tags)
         client.set_terminated(run_id, "FINISHED" if status == "finished" else "FAILED")
     except Exception as error:
         log.error("run %s ended %s but MLflow could not be told: %s", run_id, status, error)
@@ -112,3 +115,10 @@ def _outcome(client, run_id: str, started: float, skipped: bool = False) -> RunO
         wall_s=time.perf_counter() - started,
         skipped=skipped,
     )
+
+
+def _error_summary(error: BaseException, limit: int = 4000) -> str:
+    """The error's own message, then the end of Ray's (where a worker's exception comes last),
+    cut to fit an MLflow tag."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else f"{text[: limit // 4]} ... {text[-3 * limit // 4 :]}"

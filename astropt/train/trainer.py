@@ -53,8 +53,10 @@ class PreparedRun:
         }
 
 
-#: CPUs Ray Data's read tasks ask for (`shard_dataset`); a cluster must keep them free.
-DATA_CPUS = 0.5
+#: CPUs a cluster must keep free for Ray Data: its read tasks ask for 0.5 (`shard_dataset`), but
+#: it lists the shards, at the start of every epoch, in a task that asks for a whole CPU and that
+#: Ray Data offers no setting for. With less free, the first batch never comes.
+DATA_CPUS = 1.0
 
 
 def require_data_cpus(
@@ -121,7 +123,7 @@ def build_trainer(
         val_batches=run.val_batches,
         submitted_at=time.time(),
         resume_from=resume_from,
-        threads=max(1, math.ceil(resources.cpus_per_worker)),
+        threads=resources.threads_per_worker or max(1, math.ceil(resources.cpus_per_worker)),
         run_dir=f"{absolute_uri(storage_path).rstrip('/')}/{name}",
     )
     per_worker = {"CPU": resources.cpus_per_worker}
