@@ -23,7 +23,7 @@ from astropt.sweep.cells import Cell
 from astropt.sweep.grid import ProbeStep
 from astropt.tracking import set_tags
 from astropt.train import checkpoint
-from astropt.train.run import run_training
+from astropt.train.run import describe_failure, run_training
 from astropt.train.trainer import PreparedRun
 
 #: How often a branch looks for its trunk's checkpoint, and how long it waits at most.
@@ -175,16 +175,17 @@ class SweepProgress(tune.Callback):
         self._finish(trial, trial.last_result.get("status", "finished"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, "failed")
+        error = trial.get_pickled_error()
+        self._finish(trial, "failed", "" if error is None else f"\n  {describe_failure(error)}")
 
-    def _finish(self, trial, status: str) -> None:
+    def _finish(self, trial, status: str, why: str = "") -> None:
         name = trial.config["cell"]
         self.running.discard(name)
         self.done[name] = status
         if not trial.last_result.get("skipped"):
             self.flops_done += self.planned_flops[name]
         loss = trial.last_result.get("final/val_loss", float("nan"))
-        self._print(f"{status} {name}: final val loss {loss:.4f}")
+        self._print(f"{status} {name}: final val loss {loss:.4f}{why}")
 
     def _print(self, event: str) -> None:
         self.last_print = time.perf_counter()

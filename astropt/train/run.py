@@ -95,7 +95,7 @@ def _close(client, run_id: str, status: str, error: BaseException | None = None)
     server is reported, not fatal: the workers already spooled what it lacks."""
     tags: dict[str, object] = {"astropt.status": status}
     if error is not None:
-        tags["astropt.error"] = _error_summary(error)
+        tags["astropt.error"] = describe_failure(error)
     try:
         set_tags(client, run_id, tags)
         client.set_terminated(run_id, "FINISHED" if status == "finished" else "FAILED")
@@ -117,8 +117,19 @@ def _outcome(client, run_id: str, started: float, skipped: bool = False) -> RunO
     )
 
 
-def _error_summary(error: BaseException, limit: int = 4000) -> str:
-    """The error's own message, then the end of Ray's (where a worker's exception comes last),
-    cut to fit an MLflow tag."""
-    text = f"{type(error).__name__}: {error}"
-    return text if len(text) <= limit else f"{text[: limit // 4]} ... {text[-3 * limit // 4 :]}"
+def describe_failure(error: BaseException, limit: int = 4000) -> str:
+    """What went wrong, in words a user can act on: each failed worker's own exception (its
+    last line, e.g. `CheckpointWriteError: ... could not be written to PATH: ...`), else the
+    error's message; cut to fit an MLflow tag."""
+    while getattr(error, "cause", None) is not None and error.cause is not error:  # Ray wrapper
+        error = error.cause
+    failures = getattr(error, "worker_failures", None) or {}
+    lines = [f"rank {rank}: {_last_line(failures[rank])}" for rank in sorted(failures)]
+    text = "\n".join(lines) or f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _last_line(error: BaseException) -> str:
+    """A worker's exception arrives as text with its traceback: the last line names it."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
