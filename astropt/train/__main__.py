@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cpus-per-worker", type=float, default=0.5)
+    p.add_argument(
+        "--threads-per-worker", type=int, help="torch threads (default: CPUs rounded up)"
+    )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
     p.add_argument("--data", help="folder with train/ and val/ shard sets (default: synthetic)")
     p.add_argument("--synthetic-images", type=int, default=6000)
@@ -90,7 +93,10 @@ def _configs(args: argparse.Namespace) -> tuple[TrainConfig, ResourcesConfig, Tr
         checkpoint_every=args.checkpoint_every,
     )
     resources = ResourcesConfig(
-        workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker
+        workers=args.workers,
+        use_gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
     )
     tracking = TrackingConfig(
         uri=args.tracking_uri or default_tracking_uri(), experiment=args.experiment

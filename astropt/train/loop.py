@@ -168,6 +168,7 @@ class WorkerRun:
         self.buffer = self._metric_buffer() if self.rank == 0 else None
         if self.buffer is not None:
             self.buffer.add_points(Metric(*point) for point in unsent)
+            self._tag_node()
         self.latest: dict[str, float] = {}
         self.val = validation_batches(
             self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
@@ -190,6 +191,14 @@ class WorkerRun:
     def _metric_buffer(self) -> MetricBuffer:
         client = make_client(self.job.tracking_uri)
         return MetricBuffer(client, self.job.run_id, logged_through(client, self.job.run_id))
+
+    def _tag_node(self) -> None:
+        """Tag the node rank 0 runs on now (a restarted run may move); MLflow down only warns."""
+        try:
+            node = ray.get_runtime_context().get_node_id()
+            set_tags(self.buffer.client, self.job.run_id, {"astropt.node_id": node})
+        except Exception as error:
+            log.warning("MLflow: node tag not written (%s)", error)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Buffer for MLflow (rank 0) and keep as the latest values reported to Ray."""
@@ -233,20 +242,30 @@ class WorkerRun:
         return self.progress.diverged(self.step, loss)
 
     def evaluate(self) -> float:
+        started = time.perf_counter()
         loss = _validation_loss(self.engine, self.val, self.cfg.model.patch_size, self.dtype)
-        self.log(self.step, {"val/loss": loss, "tokens_seen": float(self.tokens_seen)})
+        self.log(
+            self.step,
+            {
+                "val/loss": loss,
+                "tokens_seen": float(self.tokens_seen),
+                "time/eval_s": time.perf_counter() - started,
+            },
+        )
         return loss
 
     def save(self) -> None:
         """Checkpoint (with the metric points MLflow lacks) and report to Ray, then send those
         points. MLflow then only holds steps that a checkpoint covers: a restart neither repeats
         a step nor loses one, and a failed checkpoint leaves no orphan points behind."""
+        started = time.perf_counter()
         unsent = [] if self.buffer is None else [_as_tuple(m) for m in self.buffer.pending]
         checkpoint.save_and_report(
             self.engine, self.step, {"step": self.step, **self.latest}, self.job.run_dir, unsent
         )
         if self.buffer is not None:
             self.buffer.flush()
+        self.log(self.step, {"time/checkpoint_s": time.perf_counter() - started})  # sent next
 
     def finish(self, status: str) -> None:
         """Export the weights, write what MLflow lacks (or spool it), release the engine."""
