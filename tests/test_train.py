@@ -41,6 +41,7 @@ def _config(train: str, val: str, **overrides) -> TrainConfig:
         "log_every": 10,
         "eval_batches": 2,
         "optim": OptimConfig(lr=2e-3),
+        "zero_stage": 2,
     }
     return TrainConfig(**(fields | overrides))
 

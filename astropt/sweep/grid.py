@@ -27,6 +27,7 @@ from astropt.config import (
     ResourcesConfig,
     StrictModel,
     TrackingConfig,
+    ZeroStage,
     absolute_uri,
 )
 
@@ -131,7 +132,7 @@ class TrainingConfig(StrictModel):
 
     global_batch_tokens: PositiveInt = 960
     micro_batch_images: PositiveInt = 32
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: ZeroStage = "auto"
     optim: OptimConfig = OptimConfig()
     lr_scale: PositiveFloat = 1.0
     eval_every: PositiveInt = 50

@@ -47,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--global-batch-tokens", type=int, default=960)
     p.add_argument("--micro-batch", type=int, default=32, help="images per worker micro-batch")
     p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
+    p.add_argument(
+        "--zero-stage",
+        default="auto",
+        choices=["auto", "0", "1", "2", "3"],
+        help="auto: 0 on one worker or below 250M parameters, else 2",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -87,7 +92,7 @@ def _configs(args: argparse.Namespace) -> tuple[TrainConfig, ResourcesConfig, Tr
         global_batch_tokens=args.global_batch_tokens,
         micro_batch_images=args.micro_batch,
         optim=OptimConfig(lr=args.lr),
-        zero_stage=args.zero_stage,
+        zero_stage=args.zero_stage if args.zero_stage == "auto" else int(args.zero_stage),
         seed=args.seed,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,

@@ -21,7 +21,7 @@ def deepspeed_config(cfg: TrainConfig, plan: TrainPlan, bf16: bool) -> dict:
         "train_micro_batch_size_per_gpu": plan.micro_batch_images,
         "gradient_accumulation_steps": plan.grad_accum,
         "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": {"stage": plan.zero_stage},
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**12,
         "wall_clock_breakdown": False,

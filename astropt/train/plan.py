@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from astropt.config import TrainConfig
+from astropt.config import AUTO_ZERO2_PARAMS, TrainConfig
 from astropt.model import count_parameters, training_flops_per_token
 
 
@@ -25,6 +25,7 @@ class TrainPlan:
     n_params: int
     n_params_total: int
     flops_per_token: float
+    zero_stage: int
 
     @property
     def global_batch_tokens(self) -> int:
@@ -91,4 +92,13 @@ def make_plan(cfg: TrainConfig, world_size: int) -> TrainPlan:
         n_params=counts.non_embedding,
         n_params_total=counts.total,
         flops_per_token=training_flops_per_token(cfg.model),
+        zero_stage=_zero_stage(cfg, world_size, counts.total),
     )
+
+
+def _zero_stage(cfg: TrainConfig, world_size: int, n_params_total: int) -> int:
+    """The configured ZeRO stage, or for "auto": 2 where sharding saves real memory (several
+    workers, a model of AUTO_ZERO2_PARAMS or more), else 0."""
+    if cfg.zero_stage != "auto":
+        return cfg.zero_stage
+    return 2 if world_size > 1 and n_params_total >= AUTO_ZERO2_PARAMS else 0

@@ -6,6 +6,7 @@ Everything that can be wrong with the input is found here, before any worker sta
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -44,7 +45,6 @@ class PreparedRun:
             "n_params_total": self.plan.n_params_total,
             "tokens_budget": self.cfg.tokens,
             "lr": self.cfg.optim.lr,
-            "zero_stage": self.cfg.zero_stage,
             "seed": self.cfg.seed,
             "data_train": self.cfg.data.train,
             "data_val": self.cfg.data.val,
@@ -103,6 +103,13 @@ def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
     return PreparedRun(cfg, plan, image_shape(cfg), val_batches, fingerprint)
 
 
+#: Ray Train's controller takes each report off a one-slot queue only when it polls the workers
+#: (every 2 s by default), and a worker's next report waits for that: measured 1.65 s per
+#: checkpoint on a small CPU cell, against 0.03-0.05 s when it polls every 0.1 s. A value the
+#: user sets in the environment wins.
+CONTROLLER_POLL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+
+
 def build_trainer(
     run: PreparedRun,
     resources: ResourcesConfig,
@@ -116,6 +123,7 @@ def build_trainer(
     resume_from: str | None = None,
 ) -> TorchTrainer:
     """A `TorchTrainer` whose workers stream the shard sets and train with DeepSpeed."""
+    os.environ.setdefault(*CONTROLLER_POLL)  # read by TorchTrainer.fit, passed to its controller
     job = WorkerJob(
         train=run.cfg,
         tracking_uri=tracking_uri,
