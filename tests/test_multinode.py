@@ -195,6 +195,34 @@ def _leader(state: Path, name: str) -> int:
     return next(int(pid) for pid, node in rows if node == name)
 
 
+#: Holds every CPU of the head (the only node with `trial_driver`) until its process dies.
+HOLD_HEAD = """
+import sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+hold = ray.remote(num_cpus=2, resources={"trial_driver": 0.01})(lambda: time.sleep(3600)).remote()
+print("held", flush=True)
+time.sleep(3600)
+"""
+
+
+class HeadHeld:
+    """While held, training and Ray Data can only use the worker node (the trial drivers need no
+    CPU); `release` frees the head again by killing the holder's process."""
+
+    def __init__(self, address: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLD_HEAD, address],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        assert self.process.stdout.readline().strip() == "held"
+        time.sleep(2)  # the task holds the CPUs once it runs, just after the print
+
+    def release(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 def _checkpointed_cells_on(client: MlflowClient, node: str) -> list[str]:
     """Cells running on `node` (rank 0's tag, set at every start) that have checkpointed: their
     metrics reach MLflow only once a checkpoint holds them."""
@@ -210,27 +238,32 @@ def _checkpointed_cells_on(client: MlflowClient, node: str) -> list[str]:
 
 
 def test_a_lost_nodes_cells_finish_on_the_other(sweep, cluster, galaxies, tmp_path_factory):
-    """Kill every process of the worker node (as when a machine dies) while it trains a cell
-    that has checkpointed: that cell restarts on the head from its checkpoint, and every cell
-    finishes with its planned steps and tokens. Runs after the tests that use `sweep`."""
+    """With the head's CPUs held, the first cell trains on the worker node; once it has
+    checkpointed, every process of that node is killed (as when a machine dies) and the head
+    freed. The cell restarts on the head from its checkpoint and finishes with its planned steps
+    and tokens, every step once; so does the next cell. Runs after the tests that use `sweep`."""
     address, nodes, state = cluster
     head = next(node for node, resources in nodes.items() if "trial_driver" in resources)
     worker = next(node for node in nodes if node != head)
     grid = _grid(
-        tmp_path_factory.mktemp("node-loss"), galaxies, tokens=(192000, 384000), every=20,
-        max_failures=2,
+        tmp_path_factory.mktemp("node-loss"), galaxies, tokens=(192000,), every=20,
+        max_concurrent=1, max_failures=2,
     )  # fmt: skip
     client = MlflowClient(load_grid(grid).tracking.uri)
     victims: list[str] = []
-    with _driver(grid, address) as driver:
-        deadline = time.time() + 300
-        while not victims and driver.poll() is None and time.time() < deadline:
-            victims = _checkpointed_cells_on(client, worker)
-            time.sleep(0.5)
-        if victims:
-            for pid in _session_pids([_leader(state, "worker-1")]):
+    held = HeadHeld(address)
+    try:
+        with _driver(grid, address) as driver:
+            deadline = time.time() + 300
+            while not victims and driver.poll() is None and time.time() < deadline:
+                victims = _checkpointed_cells_on(client, worker)
+                time.sleep(0.5)
+            for pid in _session_pids([_leader(state, "worker-1")]) if victims else []:
                 os.kill(pid, signal.SIGKILL)
-        code = driver.wait(timeout=600)
+            held.release()
+            code = driver.wait(timeout=600)
+    finally:
+        held.release()
     assert victims, "no cell checkpointed on the worker node: the test did not lose a node"
     assert code == 0
     record = _record(grid)
