@@ -2,10 +2,11 @@
 
     python sweeps/run_grid.py && python benchmarks/sweep_overhead.py [--experiment astropt-default]
 
-For every finished cell: wall time of its MLflow run, the start-up phases the workers measure
-(`time/worker_start_s`: trial start, worker group and process group; `time/engine_init_s`:
-DeepSpeed; `time/first_batch_s`: validation set and first training batch), and the training time
-(tokens / steady tokens per second). Overhead = wall - training. Target: < 10 s per cell.
+For every finished run (the cells, and a branching sweep's trunks): wall time of its MLflow run,
+the start-up phases the workers measure (`time/worker_start_s`: trial start, worker group and
+process group; `time/engine_init_s`: DeepSpeed; `time/first_batch_s`: validation set and first
+training batch), and the training time (tokens the run trained itself / steady tokens per
+second). Overhead = wall - training. Target: < 10 s per cell.
 Results: benchmarks/results/sweep_overhead.json.
 """
 
@@ -28,18 +29,25 @@ def cell_costs(client: MlflowClient, experiment: str) -> list[dict[str, float | 
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise SystemExit(f"no experiment {experiment!r}: run the sweep first")
-    query = "tags.`astropt.role` = 'cell' and tags.`astropt.status` = 'finished'"
+    query = "tags.`astropt.status` = 'finished'"  # cells and trunks (the parent has no status)
     rows = []
     for run in client.search_runs([found.experiment_id], filter_string=query):
         rates = [m.value for m in client.get_metric_history(run.info.run_id, "tokens_per_s")][1:]
         metrics = run.data.metrics
         wall = (run.info.end_time - run.info.start_time) / 1000
-        train = metrics["final/tokens_seen"] / statistics.median(rates) if rates else float("nan")
+        own_tokens = metrics["final/tokens_seen"] - _start_tokens(run)
+        train = own_tokens / statistics.median(rates) if rates else float("nan")
         rows.append({
             "cell": run.data.tags["astropt.cell"], "wall_s": wall, "train_s": train,
             "overhead_s": wall - train, **{p: metrics.get(p, float("nan")) for p in PHASES},
         })  # fmt: skip
     return sorted(rows, key=lambda r: r["cell"])
+
+
+def _start_tokens(run) -> float:
+    """Tokens a branch starts from (its trunk trained them), 0 for other runs."""
+    step = int(run.data.tags.get("astropt.branch_step", 0))
+    return step * float(run.data.params["global_batch_tokens"])
 
 
 def main() -> None:

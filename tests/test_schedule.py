@@ -59,6 +59,21 @@ def test_fixed_warmup_steps_override_the_fraction():
     assert plan.warmup_steps == 7
 
 
+@pytest.mark.parametrize(
+    ("stage", "preset", "workers", "expected"),
+    [
+        ("auto", "1M", 1, 0),  # one worker: nothing to shard
+        ("auto", "1M", 2, 0),  # small model: partitioning only costs time
+        ("auto", "309M", 1, 0),
+        ("auto", "309M", 8, 2),  # from 250M parameters up on several workers
+        (1, "1M", 1, 1),  # an explicit stage is kept
+    ],
+)
+def test_zero_stage_auto_shards_only_what_saves_memory(stage, preset, workers, expected):
+    cfg = _cfg(model=ModelConfig.from_preset(preset, image_size=64), zero_stage=stage)
+    assert make_plan(cfg, world_size=workers).zero_stage == expected
+
+
 def test_a_layout_that_leaves_ray_data_no_cpu_is_refused_not_hung():
     from astropt.config import ResourcesConfig
     from astropt.train.trainer import require_data_cpus
