@@ -134,7 +134,8 @@ def test_ray_data_streams_the_images_from_s3(ray_local, s3_galaxies):
 
 @pytest.fixture(scope="module")
 def trained_on_s3(ray_local, s3, s3_galaxies, tmp_path_factory):
-    """10 steps on 2 workers: data, Ray storage and MLflow artifacts all in the bucket."""
+    """10 steps on 2 workers with ZeRO-2: data, Ray storage and MLflow artifacts all in the
+    bucket."""
     train, val = s3_galaxies
     cfg = TrainConfig(
         model=ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=SHAPE[1]),
@@ -146,6 +147,7 @@ def trained_on_s3(ray_local, s3, s3_galaxies, tmp_path_factory):
         log_every=5,
         eval_batches=1,
         optim=OptimConfig(lr=2e-3),
+        zero_stage=2,  # so that each rank stores its own optimizer shard
     )
     check_data(cfg)
     tracking = TrackingConfig(
