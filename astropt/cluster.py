@@ -3,33 +3,44 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import ray
 
 #: A custom resource that Tune trial drivers claim instead of CPUs: a trial driver only waits on
 #: its workers, and letting it hold a CPU starves them on small machines (2 cores hang).
 TRIAL_DRIVER = "trial_driver"
-STARTED_LOCAL = "started a local Ray cluster"
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
+@dataclass(frozen=True)
+class Connection:
+    """Where this process runs Ray: a line for the user, and whether it started the cluster
+    itself (a fixed-size local one, which unlike an autoscaling cluster cannot grow)."""
+
+    description: str
+    started_local: bool = False
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> Connection:
     """`ray.init` to `address` (or RAY_ADDRESS, or a cluster started with `ray start`), else
-    start a local cluster; `address="local"` always starts a new local one. Returns a one-line
-    description for the user."""
+    start a local cluster; `address="local"` always starts a new local one."""
     if ray.is_initialized():
-        return "already connected"
+        return Connection("already connected")
     target = address or os.environ.get("RAY_ADDRESS")
     if target == "local":
         target = None
     elif target is None:
         try:
             ray.init(address="auto", log_to_driver=False)
-            return "connected to the running Ray cluster"
+            return Connection("connected to the running Ray cluster")
         except ConnectionError:
             pass
     else:
         ray.init(address=target, log_to_driver=False)
-        return f"connected to Ray at {target}"
+        return Connection(f"connected to Ray at {target}")
     cpus = num_cpus or os.cpu_count() or 1
     ray.init(
         num_cpus=cpus,
@@ -37,4 +48,4 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
         include_dashboard=False,
         log_to_driver=False,
     )
-    return f"{STARTED_LOCAL} ({cpus} CPUs)"
+    return Connection(f"started a local Ray cluster ({cpus} CPUs)", started_local=True)

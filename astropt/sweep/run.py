@@ -6,7 +6,7 @@ from pathlib import Path
 
 import ray
 
-from astropt.cluster import STARTED_LOCAL, connect
+from astropt.cluster import connect
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.probe.scale import probe_scale
 from astropt.sweep.cells import Cell, expand
@@ -15,7 +15,7 @@ from astropt.sweep.estimate import branching_saving, plan_table, total_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.record import open_sweep_run, write_summary
 from astropt.tracking import ensure_experiment, make_client, require_reachable, scrub_uri
-from astropt.train.trainer import check_data, prepare, require_data_cpus
+from astropt.train.trainer import check_data, prepare, require_data_cpus_here
 
 
 def dry_run(grid: GridConfig) -> str:
@@ -65,10 +65,8 @@ def run_sweep(grid_path: Path, *, address: str | None = None) -> int:
     connection = connect(address)
     print(connection)
     print(f"MLflow: {scrub_uri(grid.tracking.uri)}, experiment {grid.tracking.experiment!r}")
-    cluster = ray.cluster_resources()
-    if connection.startswith(STARTED_LOCAL):  # an autoscaling cluster may still grow
-        require_data_cpus(grid.resources, cluster.get("CPU", 0.0), grid.resources.max_concurrent)
-    parent = open_sweep_run(client, experiment_id, grid.name, grid_path, cluster)
+    require_data_cpus_here(connection, grid.resources, grid.resources.max_concurrent)
+    parent = open_sweep_run(client, experiment_id, grid.name, grid_path, ray.cluster_resources())
     run_cells(
         _jobs(grid, cells, parent),
         cells,

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import ray
 from pydantic import ValidationError
 
-from astropt.cluster import STARTED_LOCAL, connect
+from astropt.cluster import connect
 from astropt.config import (
     PRESETS,
     DataConfig,
@@ -28,7 +27,7 @@ from astropt.data.check import ShardSetError
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.train.plan import PlanError
 from astropt.train.run import run_training
-from astropt.train.trainer import check_data, require_data_cpus
+from astropt.train.trainer import check_data, require_data_cpus_here
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         check_data(cfg)
         connection = connect(args.address)
         print(connection)
-        if connection.startswith(STARTED_LOCAL):  # an autoscaling cluster may still grow
-            require_data_cpus(resources, ray.cluster_resources().get("CPU", 0.0))
+        require_data_cpus_here(connection, resources)
         outcome = run_training(cfg, resources, tracking, name=name, storage_path=args.storage)
     except (ValidationError, ShardSetError, PlanError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,9 +10,11 @@ import os
 import time
 from dataclasses import dataclass
 
+import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from astropt.cluster import Connection
 from astropt.config import ResourcesConfig, TrainConfig, absolute_uri
 from astropt.data.check import require_valid_split
 from astropt.data.pipeline import shard_dataset
@@ -72,6 +74,15 @@ def require_data_cpus(
             f"CPUs, leaving less than the {DATA_CPUS} CPU that reading the shards needs; "
             "lower cpus_per_worker, workers or max_concurrent"
         )
+
+
+def require_data_cpus_here(
+    connection: Connection, resources: ResourcesConfig, runs_at_once: int = 1
+) -> None:
+    """`require_data_cpus` on a cluster this process started; an autoscaling one may grow."""
+    if connection.started_local:
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        require_data_cpus(resources, cpus, runs_at_once)
 
 
 def image_shape(cfg: TrainConfig) -> tuple[int, int, int]:
