@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     model_validator,
@@ -88,6 +89,11 @@ class ModelConfig(StrictModel):
         return self.grid * self.grid
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model reads."""
+        return self.n_chan, self.image_size, self.image_size
+
+    @property
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.n_chan
 
@@ -124,6 +130,11 @@ class DataConfig(StrictModel):
     train: Annotated[str, AfterValidator(absolute_uri)]
     val: Annotated[str, AfterValidator(absolute_uri)]
     check: Literal["full", "structure"] = "full"
+    memory_mb: NonNegativeInt = Field(
+        2048,
+        description="a worker whose share of the training set is at most this many MB keeps it "
+        "in memory after the first epoch and serves later epochs from there; 0: always stream",
+    )
 
 
 class DivergenceConfig(StrictModel):

@@ -3,7 +3,7 @@
     python benchmarks/data_pipeline.py [--batches 200]
 
 Delivered: one Ray Train worker drawing micro-batches of 64 x 64 galaxies from Parquet shards
-through the project's Ray Data pipeline (`shard_dataset`, `endless_batches`) and preprocessing
+through the project's Ray Data pipeline (`shard_dataset`, `ImageStream`) and preprocessing
 them (`images_to_tokens`), without training. Consumed: images/s of a training step (forward,
 backward, AdamW) of the 1M, 21M and 89M presets on the same cores. Target: delivered >= 5 x the
 1M preset's consumption. Results: benchmarks/results/data_pipeline.json.
@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from astropt.cluster import connect
 from astropt.config import ModelConfig
-from astropt.data.pipeline import endless_batches, shard_dataset
+from astropt.data.pipeline import ImageStream, shard_dataset
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
@@ -36,7 +36,7 @@ BATCH = 64
 
 def drain(config: dict) -> None:
     """Worker loop: pull and preprocess batches only; report images/s after a warm-up."""
-    stream = endless_batches(ray.train.get_dataset_shard("train"), BATCH)
+    stream = iter(ImageStream(ray.train.get_dataset_shard("train"), (3, 64, 64), BATCH))
     for _ in range(10):
         images_to_tokens(next(stream), 16)
     started = time.perf_counter()
@@ -54,7 +54,7 @@ def delivered(train_uri: str, batches: int, storage: str) -> float:
         drain,
         train_loop_config={"batches": batches},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        datasets={"train": shard_dataset(train_uri, (3, 64, 64), shuffle_seed=0)},
+        datasets={"train": shard_dataset(train_uri, shuffle_seed=0)},
         run_config=ray.train.RunConfig(name="drain", storage_path=storage),
     )
     return trainer.fit().metrics["images_per_s"]

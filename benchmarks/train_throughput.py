@@ -5,8 +5,11 @@
 The same model, data and global batch are trained three ways, alternating, `--repeats` times:
 (a) one process, a plain loop over in-memory uint8 tensors (patchified and standardised each
 step, as the workers do), torch AdamW, all cores; (b) the project's cell with 1 Ray Train worker;
-(c) with 2 workers. Steady-state tokens/s of (b) and (c) come from the cells' own MLflow
-`tokens_per_s` history (first window dropped). Results: benchmarks/results/train_throughput.json.
+(c) with 2 workers. The tokens/s of (b) and (c) are the cells' own: tokens trained between their
+first and last log points over the time between them (from their MLflow history), so start-up
+is left out and everything after it (epoch boundaries, evaluations, checkpoints) is in; the
+median of the per-window `tokens_per_s` is reported beside it.
+Results: benchmarks/results/train_throughput.json.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
     model = AstroPT(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95))
     batches = images.split(plan.micro_batch_images)
-    rates = []
+    warmup = 5
     for step in range(steps):
-        started = time.perf_counter()
+        if step == warmup:
+            started = time.perf_counter()
         for micro in range(plan.grad_accum):
             batch = batches[(step * plan.grad_accum + micro) % len(batches)]
             _, loss = model(images_to_tokens(batch, cfg.model.patch_size))
@@ -62,14 +66,14 @@ def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        rates.append(plan.global_batch_tokens / (time.perf_counter() - started))
+    rate = (steps - warmup) * plan.global_batch_tokens / (time.perf_counter() - started)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"tokens_per_s": statistics.median(rates[5:]), "peak_rss_mb": peak_mb}
+    return {"tokens_per_s": rate, "peak_rss_mb": peak_mb}
 
 
 def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str,
              storage: str) -> dict[str, float]:  # fmt: skip
-    """(b)/(c): the project's cell; steady-state rate from its MLflow tokens_per_s history."""
+    """(b)/(c): the project's cell; its rate after start-up, from its MLflow history."""
     cores = os.cpu_count() or 2
     resources = ResourcesConfig(  # reserve what require_data_cpus allows, use every core
         workers=workers,
@@ -78,11 +82,13 @@ def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str
     )
     outcome = run_training(cfg, resources, tracking, name=name, storage_path=storage)
     client = MlflowClient(tracking.uri)
-    rates = [m.value for m in sorted(client.get_metric_history(outcome.run_id, "tokens_per_s"),
-                                     key=lambda m: m.step)][1:]  # fmt: skip
+    points = sorted(client.get_metric_history(outcome.run_id, "tokens_per_s"), key=lambda m: m.step)
+    seen = sorted(client.get_metric_history(outcome.run_id, "tokens_seen"), key=lambda m: m.step)
+    first, last = seen[1], seen[-1]  # from the first log point on: start-up excluded
     metrics = client.get_run(outcome.run_id).data.metrics
     return {
-        "tokens_per_s": statistics.median(rates),
+        "tokens_per_s": (last.value - first.value) / ((last.timestamp - first.timestamp) / 1e3),
+        "median_window_tokens_per_s": statistics.median(m.value for m in points[1:]),
         "peak_rss_mb": metrics.get("peak_rss_mb", float("nan")),
         "startup_s": sum(metrics.get(k, 0.0) for k in
                          ("time/worker_start_s", "time/engine_init_s", "time/first_batch_s")),

@@ -123,8 +123,8 @@ def test_shards_on_s3_are_described_checked_and_read(s3, s3_galaxies, tmp_path):
 @pytest.mark.slow
 def test_ray_data_streams_the_images_from_s3(ray_local, s3_galaxies):
     train, _ = s3_galaxies
-    rows = shard_dataset(train, SHAPE, shuffle_seed=None).take_all()
-    images = np.stack([row[IMAGE_COLUMN] for row in rows])
+    rows = shard_dataset(train, shuffle_seed=None).take_all()
+    images = decode_images([row[IMAGE_COLUMN] for row in rows], SHAPE)
     expected = np.concatenate(
         [decode_images(b.column(IMAGE_COLUMN), SHAPE) for b in ShardSet(train).iter_batches()]
     )

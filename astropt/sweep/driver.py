@@ -218,6 +218,9 @@ def run_cells(
         param_space={"cell": tune.grid_search(list(by_name))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent,
+            # A trial's actor only drives its cell's TorchTrainer; reusing it saves each cell
+            # after the first a process start and the import of this stack (about 6 s on 2 cores).
+            reuse_actors=True,
             trial_name_creator=lambda trial: trial.config["cell"],
             trial_dirname_creator=lambda trial: trial.config["cell"],
         ),

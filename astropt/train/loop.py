@@ -9,6 +9,7 @@ import os
 import resource
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ray.train.torch import get_device
 from safetensors.torch import save_file
 
 from astropt.config import StrictModel, TrainConfig
-from astropt.data.pipeline import endless_batches, validation_batches
+from astropt.data.pipeline import ImageStream, validation_batches
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.spool import copy_folder, write_spool
@@ -57,6 +58,7 @@ class WorkerJob(StrictModel):
     submitted_at: float = 0.0
     run_dir: str
     resume_from: str | None = None
+    keep_train_in_memory: bool = False
     threads: int = 1
 
     @property
@@ -160,22 +162,23 @@ class WorkerRun:
         self.peak = _peak_flops(device)
         torch.set_num_threads(job.threads)
         torch.manual_seed(self.cfg.seed)
-        self.engine = build_engine(
-            AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
-        )
-        engine_ready = time.time()
-        self.step, unsent = checkpoint.restore(self.engine, job.resume_from)
-        self.buffer = self._metric_buffer() if self.rank == 0 else None
-        if self.buffer is not None:
-            self.buffer.add_points(Metric(*point) for point in unsent)
-            self._tag_node()
-        self.latest: dict[str, float] = {}
-        self.val = validation_batches(
-            self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
-        )
-        stream = endless_batches(ray.train.get_dataset_shard("train"), self.plan.micro_batch_images)
-        first = next(stream)
-        self.stream = itertools.chain([first], stream)
+        stream = iter(self._image_stream())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(next, stream)  # Ray Data starts streaming while DeepSpeed starts
+            self.engine = build_engine(
+                AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
+            )
+            engine_ready = time.time()
+            self.step, unsent = checkpoint.restore(self.engine, job.resume_from)
+            self.buffer = self._metric_buffer() if self.rank == 0 else None
+            if self.buffer is not None:
+                self.buffer.add_points(Metric(*point) for point in unsent)
+                self._tag_node()
+            self.latest: dict[str, float] = {}
+            self.val = validation_batches(
+                self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
+            )
+            self.stream = itertools.chain([first.result()], stream)
         self.log(
             self.step,
             {
@@ -187,6 +190,16 @@ class WorkerRun:
         self.progress = Progress(self.cfg.divergence.spike_factor, self.cfg.divergence.min_steps)
         self.loss_sum = torch.zeros((), device=self.engine.device)
         self.steps_in_window = 0
+
+    def _image_stream(self) -> ImageStream:
+        return ImageStream(
+            ray.train.get_dataset_shard("train"),
+            self.cfg.model.image_shape,
+            self.plan.micro_batch_images,
+            keep_in_memory=self.job.keep_train_in_memory,
+            seed=self.cfg.seed,
+            rank=self.rank,
+        )
 
     def _metric_buffer(self) -> MetricBuffer:
         client = make_client(self.job.tracking_uri)

@@ -29,9 +29,9 @@ class PreparedRun:
 
     cfg: TrainConfig
     plan: TrainPlan
-    image_shape: tuple[int, int, int]
     val_batches: int
     data_fingerprint: str
+    train_in_memory: bool
 
     def params(self) -> dict[str, object]:
         """What the run's MLflow record holds as params."""
@@ -51,6 +51,7 @@ class PreparedRun:
             "data_train": self.cfg.data.train,
             "data_val": self.cfg.data.val,
             "data_fingerprint": self.data_fingerprint,
+            "data_in_memory": self.train_in_memory,
             **self.plan.as_params(),
         }
 
@@ -85,14 +86,11 @@ def require_data_cpus_here(
         require_data_cpus(resources, cpus, runs_at_once)
 
 
-def image_shape(cfg: TrainConfig) -> tuple[int, int, int]:
-    return cfg.model.n_chan, cfg.model.image_size, cfg.model.image_size
-
-
 def check_data(cfg: TrainConfig) -> None:
     """Refuse bad shards up front, naming every problem with its file and row."""
     deep = cfg.data.check == "full"
-    require_valid_split(cfg.data.train, cfg.data.val, expected_shape=image_shape(cfg), deep=deep)
+    shape = cfg.model.image_shape
+    require_valid_split(cfg.data.train, cfg.data.val, expected_shape=shape, deep=deep)
 
 
 def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
@@ -111,7 +109,8 @@ def prepare(cfg: TrainConfig, resources: ResourcesConfig) -> PreparedRun:
             f"fewer than one validation batch of {cfg.eval_batch_images}"
         )
     fingerprint = f"{train.fingerprint()}-{val.fingerprint()}"
-    return PreparedRun(cfg, plan, image_shape(cfg), val_batches, fingerprint)
+    share_mb = train.num_rows / plan.world_size * math.prod(cfg.model.image_shape) / 2**20
+    return PreparedRun(cfg, plan, val_batches, fingerprint, share_mb <= cfg.data.memory_mb)
 
 
 #: Ray Train's controller takes each report off a one-slot queue only when it polls the workers
@@ -142,13 +141,14 @@ def build_trainer(
         val_batches=run.val_batches,
         submitted_at=time.time(),
         resume_from=resume_from,
+        keep_train_in_memory=run.train_in_memory,
         threads=resources.threads_per_worker or max(1, math.ceil(resources.cpus_per_worker)),
         run_dir=f"{absolute_uri(storage_path).rstrip('/')}/{name}",
     )
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
-    train = shard_dataset(run.cfg.data.train, run.image_shape, shuffle_seed=run.cfg.seed)
+    train = shard_dataset(run.cfg.data.train, shuffle_seed=run.cfg.seed)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job.model_dump(mode="json"),
