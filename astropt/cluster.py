@@ -10,6 +10,9 @@ import ray
 #: A custom resource that Tune trial drivers claim instead of CPUs: a trial driver only waits on
 #: its workers, and letting it hold a CPU starves them on small machines (2 cores hang).
 TRIAL_DRIVER = "trial_driver"
+#: For the jobs of a local cluster: no machine of it can be preempted, so Ray Train's preemption
+#: watcher (one more actor process per run, about 2 CPU-seconds on 2 cores) has nothing to watch.
+LOCAL_JOB_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass(frozen=True)
@@ -47,5 +50,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Conne
         resources={TRIAL_DRIVER: 64},
         include_dashboard=False,
         log_to_driver=False,
+        runtime_env={"env_vars": LOCAL_JOB_ENV},
     )
     return Connection(f"started a local Ray cluster ({cpus} CPUs)", started_local=True)

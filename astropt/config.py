@@ -124,6 +124,9 @@ class OptimConfig(StrictModel):
     cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
 
 
+DATA_MEMORY_MB = 2048  # 170k 64 x 64 galaxies, 2.7k at 512 x 512: real data sets stream
+
+
 class DataConfig(StrictModel):
     """Where the train and validation shard sets live (local directories or s3:// URIs)."""
 
@@ -131,7 +134,7 @@ class DataConfig(StrictModel):
     val: Annotated[str, AfterValidator(absolute_uri)]
     check: Literal["full", "structure"] = "full"
     memory_mb: NonNegativeInt = Field(
-        2048,
+        DATA_MEMORY_MB,
         description="a worker whose share of the training set is at most this many MB keeps it "
         "in memory after the first epoch and serves later epochs from there; 0: always stream",
     )
@@ -191,6 +194,12 @@ class TrackingConfig(StrictModel):
 
     uri: str = Field(default_factory=lambda: default_tracking_uri())
     experiment: str = "astropt-default"
+    final_wait_s: float = Field(
+        50.0,
+        ge=0,
+        description="how long a finishing run keeps retrying an unreachable MLflow before it "
+        "spools what MLflow lacks (astropt.spool upload sends it later)",
+    )
 
 
 def absolute_uri(uri: str) -> str:

@@ -8,7 +8,8 @@ step, as the workers do), torch AdamW, all cores; (b) the project's cell with 1 
 (c) with 2 workers. The tokens/s of (b) and (c) are the cells' own: tokens trained between their
 first and last log points over the time between them (from their MLflow history), so start-up
 is left out and everything after it (epoch boundaries, evaluations, checkpoints) is in; the
-median of the per-window `tokens_per_s` is reported beside it.
+median of the per-window `tokens_per_s` is reported beside it, over all windows and separately
+for the first epoch (streamed through Ray Data) and the later ones (from the worker's memory).
 Results: benchmarks/results/train_throughput.json.
 """
 
@@ -35,7 +36,8 @@ from astropt.config import (
     TrackingConfig,
     TrainConfig,
 )
-from astropt.data.pipeline import validation_batches
+from astropt.data.pipeline import FETCH_IMAGES, validation_batches
+from astropt.data.schema import ShardSet
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
@@ -86,13 +88,33 @@ def ray_cell(cfg: TrainConfig, workers: int, tracking: TrackingConfig, name: str
     seen = sorted(client.get_metric_history(outcome.run_id, "tokens_seen"), key=lambda m: m.step)
     first, last = seen[1], seen[-1]  # from the first log point on: start-up excluded
     metrics = client.get_run(outcome.run_id).data.metrics
+    streamed = _first_epoch_steps(cfg, workers)
+    windows = points[1:]
     return {
         "tokens_per_s": (last.value - first.value) / ((last.timestamp - first.timestamp) / 1e3),
-        "median_window_tokens_per_s": statistics.median(m.value for m in points[1:]),
+        "median_window_tokens_per_s": statistics.median(m.value for m in windows),
+        "first_epoch_steps": streamed,
+        "streamed_epoch_median_tokens_per_s": _median(m.value for m in windows
+                                                      if m.step <= streamed),
+        "in_memory_epochs_median_tokens_per_s": _median(m.value for m in windows
+                                                        if m.step - cfg.log_every >= streamed),
         "peak_rss_mb": metrics.get("peak_rss_mb", float("nan")),
         "startup_s": sum(metrics.get(k, 0.0) for k in
                          ("time/worker_start_s", "time/engine_init_s", "time/first_batch_s")),
     }  # fmt: skip
+
+
+def _first_epoch_steps(cfg: TrainConfig, workers: int) -> int:
+    """Steps of the first epoch, streamed through Ray Data; later ones come from memory."""
+    plan = make_plan(cfg, workers)
+    fetch = plan.micro_batch_images * max(1, FETCH_IMAGES // plan.micro_batch_images)
+    per_worker = ShardSet(cfg.data.train).num_rows // workers // fetch * fetch
+    return per_worker // (plan.micro_batch_images * plan.grad_accum)
+
+
+def _median(values) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:

@@ -20,12 +20,13 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A 2-CPU local Ray cluster shaped like a laptop, shut down at the end of the session."""
+    """A 2-CPU local Ray cluster shaped like a laptop, as run_grid.py starts it; shut down at the
+    end of the session."""
     import ray
 
-    from astropt.cluster import TRIAL_DRIVER
+    from astropt.cluster import connect
 
-    ray.init(num_cpus=2, resources={TRIAL_DRIVER: 64}, include_dashboard=False, log_to_driver=False)
+    connect("local", num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -25,7 +25,8 @@ def _grid(tmp: Path, galaxies: tuple[str, str]) -> Path:
         "budgets": {"tokens": [9600, 19200]},  # 10 and 20 steps; cooldowns from steps 8 and 16
         "data": {"train": galaxies[0], "val": galaxies[1]},
         "training": {"eval_every": 4, "checkpoint_every": 100, "log_every": 2, "eval_batches": 1},
-        "resources": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 0},
+        # Two trials at a time: a branch waits for its trunk's checkpoint beside the trunk.
+        "resources": {"workers": 1, "cpus_per_worker": 0.5, "max_concurrent": 2, "max_failures": 0},
         "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "branching"},
         "storage": str(tmp / "ray"),
     }
@@ -56,7 +57,7 @@ def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
     assert all(runs[b.name].data.tags["astropt.status"] == "finished" for b in branches)
 
     straight = run_training(
-        longest.train, ResourcesConfig(workers=2), TrackingConfig(uri=grid.tracking.uri,
+        longest.train, ResourcesConfig(workers=1), TrackingConfig(uri=grid.tracking.uri,
         experiment="branching"), name="straight", storage_path=str(tmp_path / "ray"),
     )  # fmt: skip
     assert branch.data.metrics["final/tokens_seen"] == straight.tokens_seen == 20 * 960

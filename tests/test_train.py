@@ -64,7 +64,7 @@ def trained(ray_local, galaxies, tmp_path_factory):
 
 
 def test_two_worker_zero2_run_learns(trained):
-    _, tracking, outcome, _ = trained
+    _, tracking, outcome, tmp = trained
     client = MlflowClient(tracking.uri)
     assert outcome.status == "finished"
     assert outcome.tokens_seen == STEPS * 960
@@ -72,6 +72,8 @@ def test_two_worker_zero2_run_learns(trained):
     assert [step for step, _ in val] == [0, 20, 40, 60]
     start, end = val[0][1], val[-1][1]
     assert end < 0.85 * start, val
+    checkpoints = [p.name for p in sorted((tmp / "ray" / "base").glob("step_*"))]
+    assert checkpoints == ["step_000000030", "step_000000060"]
 
 
 def test_mlflow_run_holds_params_and_step_indexed_history(trained):
@@ -100,26 +102,6 @@ def test_exported_weights_load_into_a_fresh_model(trained):
     model.load_state_dict(load_file(Path(folder) / "model.safetensors"))
     assert (Path(folder) / "config.json").read_text().count("n_embd") == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_resumed_run_matches_the_uninterrupted_one(trained):
-    cfg, tracking, outcome, tmp = trained
-    checkpoints = sorted((tmp / "ray" / "base").glob("step_*"))
-    assert len(checkpoints) == 2  # steps 30 and 60
-    resumed = run_training(
-        cfg,
-        ResourcesConfig(workers=2),
-        tracking,
-        name="resumed",
-        storage_path=str(tmp / "ray"),
-        resume_from=str(checkpoints[0]),
-    )
-    client = MlflowClient(tracking.uri)
-    assert resumed.status == "finished"
-    assert resumed.tokens_seen == outcome.tokens_seen
-    assert client.get_run(resumed.run_id).data.tags["astropt.steps_done"] == str(STEPS)
-    assert [s for s, _ in _history(client, resumed.run_id, "val/loss")] == [40, 60]
-    assert resumed.final_val_loss == pytest.approx(outcome.final_val_loss, rel=0.03)
 
 
 def _train_worker_pids() -> list[int]:

@@ -58,12 +58,12 @@ def _token_budgets(grid: GridConfig, n_params: int) -> list[int]:
 def cell_name(label: str, tokens: int, seed: int, train: TrainConfig) -> str:
     """`<label>-D<tokens>-s<seed>-<hash>`: readable, and changes when a setting changes.
 
-    The hash covers every setting that differs from its default, except where the data lives:
-    adding sizes or budgets to a grid (or new options to this code) leaves existing cells' names,
-    and so their finished runs, untouched.
+    The hash covers every setting that differs from its default, except where the data lives
+    and whether workers keep it in memory: adding sizes or budgets to a grid (or new options to
+    this code) leaves existing cells' names, and so their finished runs, untouched.
     """
     settings = train.model_dump(
-        mode="json", exclude={"data": {"train", "val"}}, exclude_defaults=True
+        mode="json", exclude={"data": {"train", "val", "memory_mb"}}, exclude_defaults=True
     )
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return f"{label}-D{tokens:.3g}-s{seed}-{digest}".replace("+", "")
@@ -76,7 +76,12 @@ def _train(grid: GridConfig, model: ModelConfig, optim: OptimConfig, tokens: int
         "global_batch_tokens", "micro_batch_images", "zero_stage", "eval_every", "eval_batches",
         "eval_batch_images", "checkpoint_every", "log_every", "divergence",
     })  # fmt: skip
-    data = DataConfig(train=grid.data.train_uri, val=grid.data.val_uri, check=grid.data.check)
+    data = DataConfig(
+        train=grid.data.train_uri,
+        val=grid.data.val_uri,
+        check=grid.data.check,
+        memory_mb=grid.data.memory_mb,
+    )
     fields = {"model": model, "data": data, "tokens": max(tokens, 1), "optim": optim, "seed": seed}
     return TrainConfig(**shared, **fields, **extra)
 

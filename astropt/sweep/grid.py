@@ -13,6 +13,7 @@ import yaml
 from pydantic import (
     BeforeValidator,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from astropt.config import (
+    DATA_MEMORY_MB,
     PRESETS,
     DivergenceConfig,
     ModelConfig,
@@ -100,6 +102,7 @@ class GridData(StrictModel):
     val: str | None = None
     synthetic: SyntheticData | None = None
     check: Literal["full", "structure"] = "full"
+    memory_mb: NonNegativeInt = DATA_MEMORY_MB  # see DataConfig.memory_mb
 
     @model_validator(mode="after")
     def _where(self) -> GridData:

@@ -31,7 +31,7 @@ from astropt.train import checkpoint
 from astropt.train.engine import build_engine
 from astropt.train.plan import make_plan
 
-FINAL_FLUSH_TRIES, FINAL_FLUSH_WAIT_S = 4, 5.0
+FIRST_RETRY_WAIT_S = 5.0  # then doubling, until the run's tracking.final_wait_s is spent
 #: Short MLflow HTTP retries in workers: a server that is away must not stall training for minutes.
 MLFLOW_WORKER_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -53,6 +53,7 @@ class WorkerJob(StrictModel):
 
     train: TrainConfig
     tracking_uri: str
+    tracking_wait_s: float = 50.0
     run_id: str
     val_batches: int
     submitted_at: float = 0.0
@@ -296,14 +297,20 @@ class WorkerRun:
         self.engine.destroy()
 
     def _commit(self, tags: dict[str, object]) -> None:
-        for attempt in range(FINAL_FLUSH_TRIES):
+        deadline = time.monotonic() + self.job.tracking_wait_s
+        wait = FIRST_RETRY_WAIT_S
+        while True:
             if self.buffer.flush():
                 try:
                     set_tags(self.buffer.client, self.job.run_id, tags)
                     return
                 except Exception as error:  # the server went away between the two writes
                     log.warning("MLflow tags not written: %s", error)
-            time.sleep(FINAL_FLUSH_WAIT_S * (attempt + 1))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(wait, remaining))
+            wait *= 2
         path = write_spool(self.job.spool_uri, self.job.run_id, self.buffer.pending, tags)
         log.error(
             "MLflow unreachable: %d metric points and the run's tags kept in %s; send them with "

@@ -59,7 +59,7 @@ def run_training(
     trainer = build_trainer(
         run,
         resources,
-        tracking_uri=tracking.uri,
+        tracking=tracking,
         run_id=run_id,
         name=name,
         storage_path=storage_path,

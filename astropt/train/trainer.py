@@ -15,7 +15,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from astropt.cluster import Connection
-from astropt.config import ResourcesConfig, TrainConfig, absolute_uri
+from astropt.config import ResourcesConfig, TrackingConfig, TrainConfig, absolute_uri
 from astropt.data.check import require_valid_split
 from astropt.data.pipeline import shard_dataset
 from astropt.data.schema import ShardSet
@@ -124,7 +124,7 @@ def build_trainer(
     run: PreparedRun,
     resources: ResourcesConfig,
     *,
-    tracking_uri: str,
+    tracking: TrackingConfig,
     run_id: str,
     name: str,
     storage_path: str,
@@ -136,7 +136,8 @@ def build_trainer(
     os.environ.setdefault(*CONTROLLER_POLL)  # read by TorchTrainer.fit, passed to its controller
     job = WorkerJob(
         train=run.cfg,
-        tracking_uri=tracking_uri,
+        tracking_uri=tracking.uri,
+        tracking_wait_s=tracking.final_wait_s,
         run_id=run_id,
         val_batches=run.val_batches,
         submitted_at=time.time(),
