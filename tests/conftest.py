@@ -33,9 +33,9 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def galaxies(tmp_path_factory) -> tuple[str, str]:
-    """(train, val) shard sets of 64 x 64 synthetic galaxies, made once per session. Large
-    enough (5,760 training images, 90 steps of 64) that most test runs stay within one epoch:
-    Ray Data restarts its stream at every epoch, about 4 s each on 2 cores."""
+    """(train, val) shard sets of 64 x 64 synthetic galaxies, made once per session: 5,794
+    training images, 90 steps of 64, so that most test runs stream one epoch through Ray Data
+    (later epochs come from the workers' memory)."""
     from astropt.data.synth import ensure_synthetic_dataset
 
     root = tmp_path_factory.mktemp("galaxies") / "synthetic-64"

@@ -83,3 +83,19 @@ def test_a_layout_that_leaves_ray_data_no_cpu_is_refused_not_hung():
         require_data_cpus(ResourcesConfig(workers=1, cpus_per_worker=1.5), cluster_cpus=2)
     with pytest.raises(PlanError, match="lower cpus_per_worker, workers or max_concurrent"):
         require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), 2, runs_at_once=2)
+
+
+@pytest.mark.parametrize(("memory_mb", "workers", "kept"), [(2048, 2, True), (0, 2, False),
+                                                            (60, 1, False), (60, 2, True)])  # fmt: skip
+def test_workers_keep_the_training_set_in_memory_only_within_the_budget(
+    galaxies, memory_mb, workers, kept
+):
+    """The 5,794 training images of 3 x 64 x 64 bytes are 67.9 MB: 34 MB per worker of two."""
+    from astropt.config import ResourcesConfig
+    from astropt.train.trainer import prepare
+
+    train, val = galaxies
+    cfg = _cfg(data=DataConfig(train=train, val=val, memory_mb=memory_mb))
+    run = prepare(cfg, ResourcesConfig(workers=workers))
+    assert run.train_in_memory == kept
+    assert run.params()["data_in_memory"] == kept
