@@ -1,15 +1,17 @@
 """Training throughput: a plain PyTorch loop vs this project's Ray Train + DeepSpeed cell.
 
-    python benchmarks/train_throughput.py [--preset 1M] [--steps 150] [--repeats 3]
+    python benchmarks/train_throughput.py [--preset 1M] [--steps 300] [--repeats 4]
 
-The same model, data and global batch are trained three ways, alternating, `--repeats` times:
+The same model, data and global batch are trained four ways, alternating, `--repeats` times:
 (a) one process, a plain loop over in-memory uint8 tensors (patchified and standardised each
-step, as the workers do), torch AdamW, all cores; (b) the project's cell with 1 Ray Train worker;
-(c) with 2 workers. The tokens/s of (b) and (c) are the cells' own: tokens trained between their
-first and last log points over the time between them (from their MLflow history), so start-up
-is left out and everything after it (epoch boundaries, evaluations, checkpoints) is in; the
-median of the per-window `tokens_per_s` is reported beside it, over all windows and separately
-for the first epoch (streamed through Ray Data) and the later ones (from the worker's memory).
+step, as the workers do), torch AdamW, all cores; (a2) the same loop stepping the project's
+DeepSpeed engine, in the same process (DeepSpeed's own cost, without Ray); (b) the project's
+cell with 1 Ray Train worker; (c) with 2 workers. The tokens/s of (b) and (c) are the cells'
+own: tokens trained between their first and last log points over the time between them (from
+their MLflow history), so start-up is left out and everything after it (epoch boundaries,
+evaluations, checkpoints) is in; the median of the per-window `tokens_per_s` is reported beside
+it, over all windows and separately for the first epoch (streamed through Ray Data) and the
+later ones (from the worker's memory).
 Results: benchmarks/results/train_throughput.json.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import torch
 from mlflow.tracking import MlflowClient
+from single_process import init_single_process_group
 
 from astropt.cluster import connect
 from astropt.config import (
@@ -41,6 +44,7 @@ from astropt.data.schema import ShardSet
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
+from astropt.train.engine import build_engine
 from astropt.train.plan import make_plan
 from astropt.train.run import run_training
 from astropt.train.trainer import DATA_CPUS, check_data
@@ -48,27 +52,42 @@ from astropt.train.trainer import DATA_CPUS, check_data
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 
 
-def plain_loop(cfg: TrainConfig, steps: int) -> dict[str, float]:
-    """(a): the loop a user would write, on the same images, batch and optimizer."""
+def in_process(cfg: TrainConfig, steps: int, through_engine: bool) -> dict[str, float]:
+    """(a) the loop a user would write, on the same images, batch and optimizer; (a2) the same
+    loop stepping the project's DeepSpeed engine (`build_engine`) instead, still in this
+    process: what DeepSpeed alone costs, without Ray."""
     torch.set_num_threads(os.cpu_count() or 1)
     plan = make_plan(cfg, world_size=1)
     images = torch.cat(validation_batches(cfg.data.train, plan.global_batch_images, 8))
+    batches = images.split(plan.micro_batch_images)
     torch.manual_seed(cfg.seed)
     model = AstroPT(cfg.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95))
-    batches = images.split(plan.micro_batch_images)
+    if through_engine:
+        engine = build_engine(model, cfg, plan, bf16=False)
+        optimizer = None
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95))
     warmup = 5
     for step in range(steps):
         if step == warmup:
             started = time.perf_counter()
         for micro in range(plan.grad_accum):
-            batch = batches[(step * plan.grad_accum + micro) % len(batches)]
-            _, loss = model(images_to_tokens(batch, cfg.model.patch_size))
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            tokens = images_to_tokens(batches[(step * plan.grad_accum + micro) % len(batches)],
+                                      cfg.model.patch_size)  # fmt: skip
+            if optimizer is None:
+                _, loss = engine(tokens)
+                engine.backward(loss)
+                engine.step()
+            else:
+                _, loss = model(tokens)
+                loss.backward()
+        if optimizer is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
     rate = (steps - warmup) * plan.global_batch_tokens / (time.perf_counter() - started)
+    if optimizer is None:
+        engine.destroy()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"tokens_per_s": rate, "peak_rss_mb": peak_mb}
 
@@ -120,8 +139,8 @@ def _median(values) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="1M")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="astropt-bench-"))
     train, val = ensure_synthetic_dataset(str(work / "data"), 4000, 64, 0)
@@ -135,10 +154,13 @@ def main() -> None:
     check_data(cfg)
     connect(num_cpus=os.cpu_count())
     tracking = TrackingConfig(uri=f"sqlite:///{work / 'mlflow.db'}", experiment="bench")
-    runs: dict[str, list[dict[str, float]]] = {"a_plain": [], "b_ray_1_worker": [],
-                                               "c_ray_2_workers": []}  # fmt: skip
+    init_single_process_group("gloo")  # for (a2)
+    runs: dict[str, list[dict[str, float]]] = {
+        "a_plain": [], "a2_deepspeed_in_process": [], "b_ray_1_worker": [], "c_ray_2_workers": []
+    }  # fmt: skip
     for repeat in range(args.repeats):
-        runs["a_plain"].append(plain_loop(cfg, args.steps))
+        runs["a_plain"].append(in_process(cfg, args.steps, through_engine=False))
+        runs["a2_deepspeed_in_process"].append(in_process(cfg, args.steps, through_engine=True))
         for key, workers in (("b_ray_1_worker", 1), ("c_ray_2_workers", 2)):
             runs[key].append(ray_cell(cfg, workers, tracking, f"{key}-{repeat}", str(work / "ray")))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
@@ -147,6 +169,7 @@ def main() -> None:
         "preset": args.preset, "image_size": 64, "global_batch_tokens": 960,
         "steps": args.steps, "repeats": args.repeats, "cpus": os.cpu_count(),
         "runs": runs,
+        "ratio_a2_over_a": _ratio(runs["a2_deepspeed_in_process"], plain),
         "ratio_b_over_a": _ratio(runs["b_ray_1_worker"], plain),
         "ratio_c_over_a": _ratio(runs["c_ray_2_workers"], plain),
         "target_b_over_a": 0.95,
@@ -154,7 +177,8 @@ def main() -> None:
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("ratio_b_over_a", "ratio_c_over_a")}, indent=2))
+    ratios = ("ratio_a2_over_a", "ratio_b_over_a", "ratio_c_over_a")
+    print(json.dumps({k: summary[k] for k in ratios}, indent=2))
 
 
 def _ratio(runs: list[dict[str, float]], plain: list[float]) -> dict[str, float]:

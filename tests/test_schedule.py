@@ -85,8 +85,10 @@ def test_a_layout_that_leaves_ray_data_no_cpu_is_refused_not_hung():
         require_data_cpus(ResourcesConfig(workers=2, cpus_per_worker=0.5), 2, runs_at_once=2)
 
 
-@pytest.mark.parametrize(("memory_mb", "workers", "kept"), [(2048, 2, True), (0, 2, False),
-                                                            (60, 1, False), (60, 2, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("memory_mb", "workers", "kept"),
+    [(2048, 2, True), (0, 2, False), (60, 1, False), (60, 2, True)],
+)
 def test_workers_keep_the_training_set_in_memory_only_within_the_budget(
     galaxies, memory_mb, workers, kept
 ):

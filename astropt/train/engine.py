@@ -74,4 +74,8 @@ def build_engine(
         lr_scheduler=scheduler,
         config=deepspeed_config(cfg, plan, bf16),
     )
+    if plan.world_size == 1 and plan.zero_stage == 0:
+        # One rank has nothing to reduce; DeepSpeed would still flatten, "all-reduce" and copy
+        # back every gradient each step (2-3% of a 1M-preset step on CPU).
+        engine.enable_backward_allreduce = False
     return engine

@@ -1,0 +1,79 @@
+"""The DeepSpeed engine of one worker takes the optimizer steps a plain PyTorch loop would."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from astropt.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from astropt.model import AstroPT
+from astropt.patches import images_to_tokens
+from astropt.train.engine import build_engine, param_groups
+from astropt.train.plan import make_plan
+
+
+@pytest.fixture(scope="module")
+def one_rank():
+    """This process as rank 0 of a gloo world of one, as a single Ray Train worker is."""
+    import deepspeed
+
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29541"}  # fmt: skip
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    deepspeed.init_distributed(dist_backend="gloo")
+    yield
+    dist.destroy_process_group()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_engine_steps_match_a_plain_adamw_loop(one_rank, zero_stage):
+    cfg = TrainConfig(
+        model=ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=32),
+        data=DataConfig(train="unused/train", val="unused/val"),
+        tokens=4 * 16 * 3,  # 4 steps of 16 images of 3 tokens (2 x 2 patches)
+        global_batch_tokens=16 * 3,
+        micro_batch_images=8,  # two accumulated micro-batches per step
+        optim=OptimConfig(lr=3e-3, schedule="constant", warmup_steps=0),
+        zero_stage=zero_stage,
+    )
+    plan = make_plan(cfg, world_size=1)
+    assert (plan.grad_accum, plan.steps) == (2, 4)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    batches = images_to_tokens(images, 16).split(plan.micro_batch_images)
+
+    torch.manual_seed(0)
+    engine = build_engine(AstroPT(cfg.model), cfg, plan, bf16=False)
+    for tokens in batches:
+        _, loss = engine(tokens)
+        engine.backward(loss)
+        engine.step()
+    trained = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+    engine.destroy()
+
+    torch.manual_seed(0)
+    model = AstroPT(cfg.model)
+    optim = cfg.optim
+    adamw = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+                              betas=(optim.beta1, optim.beta2))  # fmt: skip
+    for step in range(plan.steps):
+        for tokens in batches[step * 2 : step * 2 + 2]:
+            _, loss = model(tokens)
+            (loss / 2).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        adamw.step()
+        adamw.zero_grad()
+    expected = model.state_dict()
+    assert trained.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.equal(trained[k], AstroPT(cfg.model).state_dict()[k]) for k in trained)
