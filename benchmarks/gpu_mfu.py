@@ -24,12 +24,11 @@ from pathlib import Path
 
 import deepspeed
 import torch
-from single_process import init_single_process_group
 
 from astropt.config import DataConfig, ModelConfig, TrainConfig
 from astropt.model import AstroPT, training_flops_per_token
 from astropt.patches import images_to_tokens
-from astropt.train.engine import build_engine
+from astropt.train.engine import build_engine, init_world_of_one
 from astropt.train.loop import PEAK_BF16_FLOPS
 from astropt.train.plan import make_plan
 
@@ -127,7 +126,7 @@ def main() -> int:
     else:
         print("gpu_mfu: no CUDA device here; run it on a GPU machine (or try --cpu-smoke)")
         return 0
-    init_single_process_group("nccl" if device == "cuda" else "gloo")
+    init_world_of_one("nccl" if device == "cuda" else "gloo")
     started = time.perf_counter()
     rows = []
     for case in cases:

@@ -68,14 +68,14 @@ def sample(command: list[str], interval: float) -> tuple[int, list[dict]]:
     """Run the command; a timeline of per-interval CPU use by label."""
     child = subprocess.Popen(command)
     timeline, previous, started = [], snapshot(), time.monotonic()
+    last = started
     while child.poll() is None:
         time.sleep(interval)
         current, now = snapshot(), time.monotonic()
         used = interval_use(previous, current)
-        elapsed = now - started - (timeline[-1]["t"] if timeline else 0.0)
         shown = {k: round(v, 2) for k, v in used.most_common() if v >= 0.01}
-        timeline.append({"t": round(now - started, 2), "s": round(elapsed, 2), "cpu_s": shown})
-        previous = current
+        timeline.append({"t": round(now - started, 2), "s": round(now - last, 2), "cpu_s": shown})
+        previous, last = current, now
     return child.returncode, timeline
 
 

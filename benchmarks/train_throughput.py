@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from mlflow.tracking import MlflowClient
-from single_process import init_single_process_group
 
 from astropt.cluster import connect
 from astropt.config import (
@@ -44,7 +43,7 @@ from astropt.data.schema import ShardSet
 from astropt.data.synth import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
-from astropt.train.engine import build_engine
+from astropt.train.engine import build_engine, init_world_of_one
 from astropt.train.plan import make_plan
 from astropt.train.run import run_training
 from astropt.train.trainer import DATA_CPUS, check_data
@@ -154,7 +153,7 @@ def main() -> None:
     check_data(cfg)
     connect(num_cpus=os.cpu_count())
     tracking = TrackingConfig(uri=f"sqlite:///{work / 'mlflow.db'}", experiment="bench")
-    init_single_process_group("gloo")  # for (a2)
+    init_world_of_one("gloo")  # for (a2)
     runs: dict[str, list[dict[str, float]]] = {
         "a_plain": [], "a2_deepspeed_in_process": [], "b_ray_1_worker": [], "c_ray_2_workers": []
     }  # fmt: skip

@@ -11,27 +11,20 @@ import torch.distributed as dist
 from astropt.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
-from astropt.train.engine import build_engine, param_groups
+from astropt.train.engine import build_engine, init_world_of_one, param_groups
 from astropt.train.plan import make_plan
 
 
 @pytest.fixture(scope="module")
 def one_rank():
-    """This process as rank 0 of a gloo world of one, as a single Ray Train worker is."""
-    import deepspeed
-
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": "29541"}  # fmt: skip
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    deepspeed.init_distributed(dist_backend="gloo")
+    """This process as rank 0 of a gloo world of one, as a single Ray Train worker is; the
+    environment is as it was afterwards."""
+    saved = os.environ.copy()
+    init_world_of_one("gloo")
     yield
     dist.destroy_process_group()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key)
-        else:
-            os.environ[key] = value
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from functools import partial
 
@@ -79,3 +81,20 @@ def build_engine(
         # back every gradient each step (2-3% of a 1M-preset step on CPU).
         engine.enable_backward_allreduce = False
     return engine
+
+
+def init_world_of_one(backend: str) -> None:
+    """This process as rank 0 of a world of one, for a DeepSpeed engine outside Ray Train (a
+    benchmark, a test, a notebook). Ray Train sets up its workers' process group itself.
+
+    DeepSpeed reads RANK, LOCAL_RANK and WORLD_SIZE from the environment; values already set
+    win, and a free local port is taken for the rendezvous.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    world = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(port)}  # fmt: skip
+    for key, value in world.items():
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)

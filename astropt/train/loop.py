@@ -53,7 +53,7 @@ class WorkerJob(StrictModel):
 
     train: TrainConfig
     tracking_uri: str
-    tracking_wait_s: float = 50.0
+    tracking_wait_s: float
     run_id: str
     val_batches: int
     submitted_at: float = 0.0
