@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
@@ -25,6 +28,9 @@ class Connection:
 
     def __str__(self) -> str:
         return self.description
+
+    def shutdown(self) -> None:
+        ray.shutdown()
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Connection:
@@ -53,3 +59,32 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Conne
         runtime_env={"env_vars": LOCAL_JOB_ENV},
     )
     return Connection(f"started a local Ray cluster ({cpus} CPUs)", started_local=True)
+
+
+class Interrupted(Exception):
+    """The user asked this process to stop (SIGINT or SIGTERM)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into `Interrupted` in the main thread; a second one exits
+    at once (130 for SIGINT, 143 for SIGTERM)."""
+    caught: list[str] = []
+
+    def handler(number: int, frame: object) -> None:
+        name = signal.Signals(number).name
+        if caught:
+            os._exit(128 + number)
+        caught.append(name)
+        raise Interrupted(name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)

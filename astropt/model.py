@@ -2,12 +2,12 @@
 
 patches (B, T, P*P*C) -> MLP encoder -> + learned positions -> pre-LN transformer blocks
 -> final LayerNorm -> MLP decoder -> predicted next patch, Huber loss (delta 1).
+Parameter and FLOP counts are `astropt.compute`'s (from the configuration alone).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +36,10 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.approximate = "tanh" if cfg.gelu == "tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
 
 
 class Block(nn.Module):
@@ -55,23 +56,23 @@ class Block(nn.Module):
 
 
 def _patch_encoder(cfg: ModelConfig) -> nn.Sequential:
-    d = cfg.n_embd
+    d, bias = cfg.n_embd, cfg.patch_bias
     return nn.Sequential(
-        nn.Linear(cfg.patch_dim, d, bias=cfg.bias),
+        nn.Linear(cfg.image.patch_dim, d, bias=bias),
         nn.ReLU(),
-        nn.Linear(d, d, bias=cfg.bias),
+        nn.Linear(d, d, bias=bias),
         nn.ReLU(),
     )
 
 
 def _patch_decoder(cfg: ModelConfig) -> nn.Sequential:
-    d = cfg.n_embd
+    d, bias = cfg.n_embd, cfg.patch_bias
     return nn.Sequential(
-        nn.Linear(d, 2 * d, bias=cfg.bias),
+        nn.Linear(d, 2 * d, bias=bias),
         nn.ReLU(),
-        nn.Linear(2 * d, d, bias=cfg.bias),
+        nn.Linear(2 * d, d, bias=bias),
         nn.ReLU(),
-        nn.Linear(d, cfg.patch_dim, bias=cfg.bias),
+        nn.Linear(d, cfg.image.patch_dim, bias=bias),
     )
 
 
@@ -80,7 +81,7 @@ class AstroPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = _patch_encoder(cfg)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.image.tokens_per_image, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.decoder = _patch_decoder(cfg)
@@ -108,14 +109,15 @@ class AstroPT(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict patch t+1 from patches <= t for a (B, T, P*P*C) standardised sequence.
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Predict patch t+1 from patches <= t for a (B, T, P*P*C) standardised sequence: the
+        predictions for positions 1..T-1 (compare them with `sequence[:, 1:]` by `loss`)."""
+        return self.decoder(self.ln_f(self.hidden_states(sequence[:, :-1])))
 
-        Returns the predictions for positions 1..T-1 and their mean Huber loss.
-        """
-        inputs, targets = sequence[:, :-1], sequence[:, 1:]
-        predictions = self.decoder(self.ln_f(self.hidden_states(inputs)))
-        return predictions, F.huber_loss(predictions, targets, delta=1.0)
+    @staticmethod
+    def loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean Huber loss (delta 1) of the predicted next patches."""
+        return F.huber_loss(predictions, targets, delta=1.0)
 
     @torch.no_grad()
     def get_embeddings(
@@ -134,43 +136,10 @@ class AstroPT(nn.Module):
         upto = layer % (self.cfg.n_layer + 1) if layer < 0 else layer
         if not 0 <= upto <= self.cfg.n_layer:
             raise ValueError(f"layer {layer} out of range for a {self.cfg.n_layer}-block model")
-        hidden = self.hidden_states(sequence[:, : self.cfg.block_size], upto)[:, tokens]
+        hidden = self.hidden_states(sequence[:, : self.cfg.image.tokens_per_image], upto)
+        hidden = hidden[:, tokens]
         if pool == "mean":
             return hidden.mean(dim=1)
         if pool == "last":
             return hidden[:, -1]
         raise ValueError(f"unknown pool {pool!r}; expected 'mean' or 'last'")
-
-
-@dataclass(frozen=True)
-class ParameterCount:
-    total: int
-    position_table: int
-
-    @property
-    def non_embedding(self) -> int:
-        """Parameters without the position table: the count behind the paper's size labels."""
-        return self.total - self.position_table
-
-
-def count_parameters(cfg: ModelConfig) -> ParameterCount:
-    """Exact parameter count from the configuration alone (no model is built)."""
-    d, p, b = cfg.n_embd, cfg.patch_dim, int(cfg.bias)
-    linear = lambda n_in, n_out: n_in * n_out + b * n_out
-    layer_norm = d * (1 + b)
-    block = 2 * layer_norm + linear(d, 3 * d) + linear(d, d) + linear(d, 4 * d) + linear(4 * d, d)
-    encoder = linear(p, d) + linear(d, d)
-    decoder = linear(d, 2 * d) + linear(2 * d, d) + linear(d, p)
-    positions = cfg.block_size * d
-    total = encoder + positions + cfg.n_layer * block + layer_norm + decoder
-    return ParameterCount(total=total, position_table=positions)
-
-
-def training_flops_per_token(cfg: ModelConfig) -> float:
-    """Training FLOPs per token: 6 N (non-embedding) plus the attention term 6 n_layer T d.
-
-    Kaplan et al. 2020 (Table 1) count a forward pass as 2 N + 2 n_layer n_ctx d_attn FLOPs per
-    token; a training step (forward + backward) is three times that.
-    """
-    n = count_parameters(cfg).non_embedding
-    return 6.0 * n + 6.0 * cfg.n_layer * cfg.block_size * cfg.n_embd

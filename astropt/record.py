@@ -45,6 +45,7 @@ class Role(StrEnum):
 
 
 class Status(StrEnum):
+    PENDING = "pending"  # planned by a sweep, not started yet
     RUNNING = "running"
     FINISHED = "finished"
     DIVERGED = "diverged"
@@ -92,6 +93,10 @@ class Param(StrEnum):
     LR = "lr"
     LR_MULTIPLIER = "lr_multiplier"
     SEED = "seed"
+    DATA_TRAIN = "data_train"
+    DATA_VAL = "data_val"
+    WORLD_SIZE = "world_size"
+    GLOBAL_BATCH_TOKENS = "global_batch_tokens"
 
 
 class Metric(StrEnum):
@@ -256,26 +261,34 @@ def open_run(
     role: Role = Role.CELL,
     parent_run_id: str | None = None,
     tags: Mapping[str, object] | None = None,
+    status: Status = Status.RUNNING,
 ) -> tuple[str, Status | None]:
     """The run named `name` (under `parent_run_id` when given), created if missing; returns
     (run id, the status it had, None if new). A re-run reuses its run, never duplicates it; a
-    run that is not done is marked running again."""
+    run that is not done gets `status` again."""
     extra = {Tag.CELL: name}
     found = search_runs(client, experiment_id, role, parent_run_id=parent_run_id, extra=extra)
     if found:
         run = found[0]
-        status = run_status(run)
-        if status is None or not status.done:
-            client.update_run(run.info.run_id, status="RUNNING")
-            set_tags(client, run.info.run_id, {Tag.STATUS: Status.RUNNING})
-        return run.info.run_id, status
-    all_tags = {Tag.CELL: name, Tag.ROLE: role, Tag.STATUS: Status.RUNNING, **(tags or {})}
+        held = run_status(run)
+        if held is None or not held.done:
+            mark(client, run.info.run_id, status)
+        return run.info.run_id, held
+    all_tags = {Tag.CELL: name, Tag.ROLE: role, Tag.STATUS: status, **(tags or {})}
     if parent_run_id:
         all_tags[Tag.PARENT] = parent_run_id
     run = client.create_run(
         experiment_id, run_name=name, tags={str(k): str(v) for k, v in all_tags.items()}
     )
+    if status == Status.PENDING:
+        client.update_run(run.info.run_id, status="SCHEDULED")
     return run.info.run_id, None
+
+
+def mark(client: MlflowClient, run_id: str, status: Status) -> None:
+    """Set a run that is not over to pending or running."""
+    client.update_run(run_id, status="SCHEDULED" if status == Status.PENDING else "RUNNING")
+    set_tags(client, run_id, {Tag.STATUS: status})
 
 
 def close_run(

@@ -45,6 +45,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from astropt.storage import absolute_uri, join, list_files, resolve
+
 SCHEMA_VERSION = "1"
 ID_COLUMN = "object_id"
 IMAGE_COLUMN = "image"
@@ -58,23 +60,6 @@ ROW_GROUP_BYTES = 16 * 1024 * 1024
 SPLITS = ("train", "val")
 
 ImageShape = tuple[int, int, int]
-
-
-def resolve(
-    uri: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None
-) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a URI or local path; with `filesystem` the path is used as is."""
-    text = os.fspath(uri)
-    if filesystem is not None:
-        return filesystem, text
-    if "://" in text:
-        return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), os.path.abspath(text)
-
-
-def join(base: str, name: str) -> str:
-    """`base/name` for filesystem paths and URIs alike."""
-    return f"{base.rstrip('/')}/{name}"
 
 
 def is_validation(object_id: str, val_fraction: float, seed: int = 0) -> bool:
@@ -363,13 +348,6 @@ class SplitWriter:
         return {name: writer.num_rows for name, writer in self.writers.items()}
 
 
-def list_files(fs: pafs.FileSystem, path: str, suffix: str) -> list[str]:
-    """Sorted names of the visible files ending in `suffix` directly inside a directory."""
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
-    names = (PurePosixPath(i.path).name for i in infos if i.type == pafs.FileType.File)
-    return sorted(n for n in names if n.endswith(suffix) and not n.startswith((".", "_")))
-
-
 def list_parquet(fs: pafs.FileSystem, path: str) -> list[str]:
     """Sorted names of the visible ``*.parquet`` files directly inside a directory."""
     return list_files(fs, path, ".parquet")
@@ -412,6 +390,11 @@ class ShardSet:
     def paths(self) -> list[str]:
         """Full filesystem paths of the files, sorted by name."""
         return [join(self.path, n) for n in self.names]
+
+    @property
+    def uris(self) -> list[str]:
+        """The files as URIs (or absolute local paths), sorted by name."""
+        return [join(absolute_uri(self.uri), n) for n in self.names]
 
     @cached_property
     def files(self) -> list[ShardFile]:

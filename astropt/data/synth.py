@@ -30,25 +30,21 @@ come from a ``SeedSequence(seed, spawn_key=(i // 256,))`` block stream, so shard
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import uuid
 from collections.abc import Iterator, Sequence
 from functools import cache
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 from scipy import fft, special
 
-from astropt.data.schema import SplitWriter, join, resolve, shard_schema
+from astropt.data.schema import SplitWriter, resolve, shard_schema
 
 GENERATOR_VERSION = "1"  # bump whenever the same settings would produce different images
 BLOCK_SIZE = 256  # galaxies per random stream
 CHUNK_PIXELS = 2**17  # galaxies x pixels rendered at once (bounds memory for large stamps)
 REFERENCE_SIZE = 64  # fluxes are per pixel of a stamp this size
-MANIFEST = "synth_manifest.json"
 
 WAVELENGTH_UM = {"u": 0.36, "g": 0.48, "r": 0.62, "i": 0.75, "z": 0.91, "y": 1.0}
 RGB_SCALE = {"u": 8.0, "g": 6.0, "r": 3.4, "i": 2.8, "z": 2.2, "y": 2.0}  # legacypipe-like
@@ -566,6 +562,11 @@ def _check_bands(bands: Sequence[str]) -> None:
         raise ValueError(f"unknown bands {sorted(unknown)}; known: {', '.join(WAVELENGTH_UM)}")
 
 
+def object_id(index: int) -> str:
+    """The id of galaxy `index` (which set it lands in is a hash of it: `is_validation`)."""
+    return f"synth-{index:09d}"
+
+
 def iter_galaxies(
     n: int, size: int, bands: Sequence[str], seed: int = 0
 ) -> Iterator[tuple[list[str], np.ndarray, dict[str, np.ndarray]]]:
@@ -573,7 +574,7 @@ def iter_galaxies(
     _check_bands(bands)
     for block, start in enumerate(range(0, n, BLOCK_SIZE)):
         params, images = galaxy_block(seed, block, size, bands, min(BLOCK_SIZE, n - start))
-        ids = [f"synth-{i:09d}" for i in range(start, start + len(images))]
+        ids = [object_id(i) for i in range(start, start + len(images))]
         yield ids, images, {f.name: params[f.name] for f in METADATA_FIELDS}
 
 
@@ -594,85 +595,6 @@ def generate(
     for ids, images, metadata in iter_galaxies(n, size, bands, seed):
         writer.add(ids, images, metadata)
     return writer.close()
-
-
-def _settings(n: int, size: int, seed: int, bands: Sequence[str], val_fraction: float) -> dict:
-    """What determines a synthetic data set's content (shard size does not)."""
-    return {
-        "generator": "astropt.data.synth",
-        "version": GENERATOR_VERSION,
-        "n": n,
-        "size": size,
-        "seed": seed,
-        "bands": list(bands),
-        "val_fraction": val_fraction,
-    }
-
-
-def _read_manifest(fs: pafs.FileSystem, root: str) -> dict | None:
-    path = join(root, MANIFEST)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as handle:
-        return json.loads(handle.read())
-
-
-def _publish(fs: pafs.FileSystem, tmp: str, root: str, settings: dict) -> None:
-    """Move a finished build into place on a local disk; copy it on object stores (S3 cannot
-    move folders), the manifest last so that it marks the copy complete."""
-    if _read_manifest(fs, root) == settings:  # a concurrent build of the same data won
-        return
-    if fs.get_file_info(root).type != pafs.FileType.NotFound:
-        fs.delete_dir(root)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.move(tmp, root)
-    else:
-        for name in ("train", "val"):
-            pafs.copy_files(join(tmp, name), join(root, name), fs, fs)
-        fs.copy_file(join(tmp, MANIFEST), join(root, MANIFEST))  # last: marks it complete
-
-
-def ensure_synthetic_dataset(
-    out: str,
-    n: int,
-    size: int,
-    seed: int = 0,
-    bands: Sequence[str] = ("g", "r", "z"),
-    val_fraction: float = 0.1,
-    shard_size: int = 1024,
-    filesystem: pafs.FileSystem | None = None,
-) -> tuple[str, str]:
-    """(train URI, val URI) of a synthetic data set in `out`, generated only when needed.
-
-    The settings are recorded in ``out/synth_manifest.json``; a data set made with other
-    settings is replaced. A new data set is built in a hidden sibling folder and moved into
-    place when complete, so an interrupted run never leaves a partial data set. A folder that
-    exists without a manifest is not ours to replace: that is an error.
-    """
-    fs, root = resolve(out, filesystem)
-    settings = _settings(n, size, seed, bands, val_fraction)
-    base = str(out).rstrip("/")
-    uris = (join(base, "train"), join(base, "val"))
-    existing = _read_manifest(fs, root)
-    if existing == settings:
-        return uris
-    info = fs.get_file_info(root)
-    if existing is None and info.type == pafs.FileType.Directory:
-        if fs.get_file_info(pafs.FileSelector(root)):
-            raise FileExistsError(f"{out} exists and is not a synthetic data set (no {MANIFEST})")
-    elif existing is None and info.type != pafs.FileType.NotFound:
-        raise FileExistsError(f"{out} exists and is not a directory")
-    path = PurePosixPath(root)
-    tmp = str(path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        generate(tmp, n, size, bands, val_fraction, seed, shard_size, fs)
-        with fs.open_output_stream(join(tmp, MANIFEST)) as handle:
-            handle.write(json.dumps(settings, indent=2).encode())
-        _publish(fs, tmp, root, settings)
-    finally:
-        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-            fs.delete_dir(tmp)
-    return uris
 
 
 def save_preview(images: np.ndarray, bands: Sequence[str], path: str, columns: int = 4) -> None:

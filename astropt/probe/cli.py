@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from astropt.config import default_tracking_uri
 from astropt.probe.embed import POOLS, EmbedSettings, load_weights
 from astropt.probe.embedding_map import PROJECTIONS
 from astropt.probe.errors import ProbeInputError
 from astropt.probe.report import ProbeTable, to_csv, to_json, to_markdown, to_text
 from astropt.probe.run import ProbeOptions, probe_model, probe_run
+from astropt.record import default_tracking_uri
 
 FORMATS = {"text": to_text, "markdown": to_markdown, "csv": to_csv, "json": to_json}
 

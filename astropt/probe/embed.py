@@ -104,7 +104,7 @@ def untrained_like(cfg: ModelConfig, seed: int) -> AstroPT:
 
 def check_images(cfg: ModelConfig, images: np.ndarray, where: str) -> None:
     """Refuse images the model cannot read."""
-    expected = (cfg.n_chan, cfg.image_size, cfg.image_size)
+    expected = cfg.image.shape
     if tuple(images.shape[1:]) != expected:
         raise ProbeInputError(
             f"images in {where} have shape {tuple(images.shape[1:])}, "
@@ -122,7 +122,7 @@ def embed(model: AstroPT, images: np.ndarray, settings: EmbedSettings) -> np.nda
             f"(0 = patch encoder, 1..{n_layer} = blocks, negative counts from the end)"
         )
     model.eval().to(settings.device)
-    patch = model.cfg.patch_size
+    patch = model.cfg.image.patch_size
     chunks = []
     for start in range(0, len(images), settings.batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + settings.batch_size]))

@@ -26,7 +26,7 @@ from astropt.probe.embedding_map import PROJECTIONS, embedding_map
 from astropt.probe.errors import ProbeInputError
 from astropt.probe.probes import cross_validate, is_constant, prepare_target
 from astropt.probe.report import ProbeRow, ProbeTable, to_csv, to_json, to_markdown, to_text
-from astropt.tracking import MAX_BATCH, set_tags
+from astropt.record import MAX_BATCH, set_tags
 
 DEFAULT_MAP_COLOUR = "mag_r"
 ARTIFACT_PATH = "probe"
@@ -152,7 +152,7 @@ def _info(model: AstroPT, source: str, data: ProbeData, options: ProbeOptions) -
         "images": len(data.images),
         "folds": options.folds,
         "layer": embed.layer,
-        "tokens": min(embed.tokens, model.cfg.block_size),
+        "tokens": min(embed.tokens, model.cfg.image.tokens_per_image),
         "pool": embed.pool,
         "mad_cut": options.mad_cut,
         "seed": options.seed,

@@ -30,12 +30,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy.stats import ConstantInputWarning, spearmanr
 
-from astropt.config import default_tracking_uri
 from astropt.probe.errors import ProbeInputError
 from astropt.probe.probes import ALL_METRICS
 from astropt.probe.report import METRIC_PREFIX
 from astropt.probe.run import tracking_client
-from astropt.tracking import MAX_BATCH
+from astropt.record import MAX_BATCH, default_tracking_uri
 
 N_PARAM, LOSS_METRIC = "n_params", "final/val_loss"
 AXES = {

@@ -1,23 +1,41 @@
-"""`--dry-run`: the cells as a table, with a rough wall-time estimate for the resources at hand."""
+"""`--dry-run`: every run of the grid as a table or JSON, with its epochs, compute both ways, the
+GPUs and node type it asks for, a rough wall time, and GPU-hours (and cost) per node type.
+
+Times are rough: start-up per run plus training FLOPs (with attention) at an assumed fraction of
+peak (GPU) or at this machine's measured matmul rate (CPU); the sweep's ETA replaces them with
+measured rates once it runs.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
+from astropt.compute import PEAK_BF16_FLOPS
+from astropt.config import ResourcesConfig
+from astropt.record import Role
 from astropt.sweep.cells import Cell
-from astropt.sweep.grid import SweepResources
+from astropt.sweep.grid import NodeType, SweepResources
+from astropt.sweep.progress import minutes
 
-#: Measured start-up cost of one cell on a 2-core CPU machine (worker group, DeepSpeed, first
-#: batch, MLflow); see benchmarks/README.md.
-CELL_OVERHEAD_S = 40.0
-#: Fraction of peak a cell sustains. On CPU, relative to a 512 x 512 float32 matmul: the
-#: default grid trained at about that rate on 2 cores (benchmarks/README.md).
-GPU_MFU, CPU_EFFICIENCY = 0.35, 1.0
-#: Dense bf16 peak of an A100, the GPU assumed when the dry run cannot see the cluster's GPUs.
-ASSUMED_GPU_PEAK = 312e12
+#: Start-up of one run on a 2-core CPU machine: in the trial's process (one CPU worker), or a
+#: worker group; see benchmarks/README.md (sweep overhead).
+STARTUP_S = {True: 5.0, False: 24.0}
+#: Fraction of peak a GPU run sustains, and the GPU assumed when the grid names no node type.
+GPU_MFU, ASSUMED_GPU = 0.35, "A100"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The prior of the sweep's ETA: training FLOP/s and start-up seconds per run."""
+
+    flops_per_s: float
+    startup_s: float
 
 
 def cpu_flops_per_s(seconds: float = 0.3) -> float:
@@ -30,55 +48,140 @@ def cpu_flops_per_s(seconds: float = 0.3) -> float:
     return n * 2 * 512**3 / (time.perf_counter() - start)
 
 
-def cell_seconds(cell: Cell, resources: SweepResources, cpu_rate: float) -> float:
-    if resources.use_gpu:
-        rate = GPU_MFU * ASSUMED_GPU_PEAK * resources.workers * resources.gpus_per_worker
-    else:
-        rate = CPU_EFFICIENCY * cpu_rate
-    return CELL_OVERHEAD_S + cell.own_tokens * cell.plan.flops_per_token / rate
+def node_type(resources: ResourcesConfig, types: dict[str, NodeType]) -> tuple[str, NodeType]:
+    """The smallest node type with the GPUs a run asks for (or an assumed one)."""
+    gpus = round(resources.workers * resources.gpus_per_worker)
+    fitting = sorted((t.gpus, name) for name, t in types.items() if t.gpus >= gpus)
+    if not fitting:
+        return f"{gpus} x {ASSUMED_GPU} (assumed)", NodeType(gpus=gpus)
+    name = fitting[0][1]
+    return name, types[name]
 
 
-def plan_table(cells: list[Cell], resources: SweepResources) -> pd.DataFrame:
-    cpu_rate = 0.0 if resources.use_gpu else cpu_flops_per_s()
-    return pd.DataFrame(
-        {
-            "cell": c.name,
-            "size": c.size,
-            "N (non-emb)": c.plan.n_params,
-            "N (total)": c.plan.n_params_total,
-            "role": c.role if c.trunk is None else f"branch@{c.branch_step}",
-            "D (tokens)": c.plan.tokens_seen,
-            "C = 6ND": c.flops,
-            "steps": c.plan.steps,
-            "est. wall": _minutes(cell_seconds(c, resources, cpu_rate)),
-        }
-        for c in cells
-    )
+def run_rate(resources: ResourcesConfig, types: dict[str, NodeType], cpu_rate: float) -> float:
+    if not resources.use_gpu:
+        return cpu_rate
+    _, node = node_type(resources, types)
+    peak = PEAK_BF16_FLOPS.get(node.gpu, PEAK_BF16_FLOPS[ASSUMED_GPU])
+    return GPU_MFU * peak * resources.workers * resources.gpus_per_worker
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+def sweep_estimate(cells: list[Cell], resources: SweepResources) -> Estimate:
+    gpu = any(c.resources.use_gpu for c in cells)
+    rate = run_rate(cells[0].resources, resources.node_types, 0.0 if gpu else cpu_flops_per_s())
+    in_process = all(c.resources.in_process for c in cells)
+    return Estimate(flops_per_s=rate, startup_s=STARTUP_S[in_process])
 
 
-def branching_saving(cells: list[Cell]) -> str:
-    """Tokens and FLOPs of the branching plan next to training every cell from scratch."""
-    branching = sum(c.own_tokens for c in cells), sum(c.own_flops for c in cells)
-    grid_cells = [c for c in cells if c.role == "cell"]
-    per_cell = sum(c.plan.tokens_seen for c in grid_cells), sum(c.flops for c in grid_cells)
+def rows(cells: list[Cell], resources: SweepResources) -> list[dict[str, object]]:
+    """One record per run, in the order the sweep starts them."""
+    gpu = any(c.resources.use_gpu for c in cells)
+    cpu_rate = 0.0 if gpu else cpu_flops_per_s()
+    out = []
+    for c in cells:
+        plan, res = c.plan, c.resources
+        seconds = STARTUP_S[res.in_process] + c.own_compute.attention / run_rate(
+            res, resources.node_types, cpu_rate
+        )
+        epochs = plan.epochs_at(plan.steps)
+        out.append(
+            {
+                "name": c.name,
+                "size": c.size,
+                "role": c.role if c.trunk is None else f"branch@{c.branch_step}",
+                "n_params": plan.n_params,
+                "n_params_total": plan.n_params_total,
+                "tokens": plan.tokens_seen,
+                "unique_tokens": plan.unique_tokens,
+                "epochs": epochs,
+                "global_batch_tokens": plan.global_batch_tokens,
+                "steps": plan.steps,
+                "warmup_steps": plan.warmup_steps,
+                "lr": plan.lr,
+                "lr_multiplier": c.train.lr_multiplier,
+                "flops_6nd": c.compute.six_nd,
+                "flops_attention": c.compute.attention,
+                "workers": res.workers,
+                "gpus": round(res.workers * res.gpus_per_worker) if res.use_gpu else 0,
+                "node_type": node_type(res, resources.node_types)[0] if res.use_gpu else "cpu",
+                "est_wall_s": seconds,
+            }
+        )
+    return out
+
+
+def node_hours(records: list[dict], types: dict[str, NodeType]) -> dict[str, dict]:
+    """GPU-hours, node-hours and (with a price) cost per node type, runs one after another."""
+    totals: dict[str, dict] = defaultdict(lambda: {"runs": 0, "gpu_hours": 0.0, "node_hours": 0.0})
+    for r in records:
+        if not r["gpus"]:
+            continue
+        hours = r["est_wall_s"] / 3600
+        entry = totals[r["node_type"]]
+        entry["runs"] += 1
+        entry["gpu_hours"] += hours * r["gpus"]
+        entry["node_hours"] += hours
+    for name, entry in totals.items():
+        price = types[name].usd_per_hour if name in types else None
+        entry["usd"] = None if price is None else entry["node_hours"] * price
+    return dict(totals)
+
+
+def warnings(records: list[dict]) -> list[str]:
+    repeated = [r for r in records if r["epochs"] is not None and r["epochs"] > 1]
+    if not repeated:
+        return []
+    worst = max(repeated, key=lambda r: r["epochs"])
+    return [
+        f"{len(repeated)} of {len(records)} runs see their data more than once (up to "
+        f"{worst['epochs']:.3g} epochs, {worst['name']}): their D is not unique data; "
+        "fit_scaling reports them and can fit the data-constrained law"
+    ]
+
+
+def branching_saving(cells: list[Cell]) -> str | None:
+    """Compute of the branching plan next to training every cell from scratch."""
+    if not any(c.role == Role.TRUNK for c in cells):
+        return None
+    branching = sum(c.own_compute.attention for c in cells)
+    per_cell = sum(c.compute.attention for c in cells if c.role == Role.CELL)
     return (
-        f"branching plan: {branching[0]:.3g} tokens, {branching[1]:.3g} FLOP; one run per cell: "
-        f"{per_cell[0]:.3g} tokens, {per_cell[1]:.3g} FLOP; saving "
-        f"{1 - branching[1] / per_cell[1]:.0%} of the compute"
+        f"branching plan: {branching:.3g} FLOP; one run per cell: {per_cell:.3g} FLOP; "
+        f"saving {1 - branching / per_cell:.0%} of the compute"
     )
 
 
-def total_estimate(cells: list[Cell], resources: SweepResources) -> str:
-    cpu_rate = 0.0 if resources.use_gpu else cpu_flops_per_s()
-    serial = sum(cell_seconds(c, resources, cpu_rate) for c in cells)
-    hardware = "GPU (A100-class assumed)" if resources.use_gpu else "this machine's CPU"
-    return (
-        f"{len(cells)} runs, {sum(c.own_flops for c in cells):.3g} FLOP in all; about "
-        f"{_minutes(serial / resources.max_concurrent)} with {resources.max_concurrent} at once "
-        f"on {hardware} (rough: {CELL_OVERHEAD_S:.0f} s start-up per cell plus FLOPs at "
-        f"{GPU_MFU if resources.use_gpu else CPU_EFFICIENCY:.0%} of peak)"
+def dry_run(cells: list[Cell], resources: SweepResources, as_json: bool = False) -> str:
+    records = rows(cells, resources)
+    hours = node_hours(records, resources.node_types)
+    serial = sum(r["est_wall_s"] for r in records)
+    summary = {
+        "runs": len(records),
+        "cells": sum(c.role == Role.CELL for c in cells),
+        "flops_6nd": sum(c.own_compute.six_nd for c in cells),
+        "flops_attention": sum(c.own_compute.attention for c in cells),
+        "est_wall_s": serial / resources.max_concurrent,
+        "node_types": hours,
+        "branching": branching_saving(cells),
+        "warnings": warnings(records),
+    }
+    if as_json:
+        return json.dumps({"runs": records, "summary": summary}, indent=2)
+    table = pd.DataFrame(records).drop(columns=["n_params_total", "lr_multiplier"])
+    table["est_wall_s"] = table["est_wall_s"].map(minutes)
+    lines = [table.to_markdown(index=False, floatfmt=".3g"), ""]
+    lines.append(
+        f"{summary['runs']} runs ({summary['cells']} cells), {summary['flops_6nd']:.3g} FLOP "
+        f"as 6ND, {summary['flops_attention']:.3g} with attention; about "
+        f"{minutes(summary['est_wall_s'])} with {resources.max_concurrent} at once"
     )
+    for name, entry in hours.items():
+        cost = "" if entry["usd"] is None else f", about ${entry['usd']:,.0f}"
+        lines.append(
+            f"{name}: {entry['runs']} runs, {entry['gpu_hours']:.1f} GPU-hours, "
+            f"{entry['node_hours']:.1f} node-hours{cost}"
+        )
+    if (saving := branching_saving(cells)) is not None:
+        lines.append(saving)
+    lines += [f"warning: {w}" for w in summary["warnings"]]
+    return "\n".join(lines)

@@ -1,17 +1,17 @@
-"""The grid file: model sizes x token budgets (or IsoFLOP budgets), validated into typed config.
+"""The grid file: model sizes x token budgets (x learning-rate multipliers x seeds).
 
-Every error names the key and what was expected; unknown keys are errors, so a typo never
-silently falls back to a default.
+Its `image`, `data` and `training` sections are `astropt.config`'s own models, so every setting
+and default is declared once. Every error names the key and what was expected; unknown keys are
+errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import (
-    BeforeValidator,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -21,48 +21,22 @@ from pydantic import (
 )
 
 from astropt.config import (
-    DATA_MEMORY_MB,
     PRESETS,
-    DivergenceConfig,
+    Count,
+    DataConfig,
+    ImageConfig,
     ModelConfig,
-    OptimConfig,
+    Number,
     ResourcesConfig,
     StrictModel,
     TrackingConfig,
-    ZeroStage,
-    absolute_uri,
+    TrainingConfig,
 )
-
-#: Peak learning rate per preset. Smaller models tolerate larger rates; from 89M up these follow
-#: GPT-3's size ladder (Brown et al. 2020, Table 2.1: 6e-4 at 125M down to 1.6e-4 at 2.7B).
-DEFAULT_LR = {
-    "1M": 1e-3,
-    "5M": 1e-3,
-    "12M": 8e-4,
-    "21M": 8e-4,
-    "89M": 6e-4,
-    "309M": 3e-4,
-    "830M": 2.5e-4,
-    "2.1B": 1.6e-4,
-}
-FALLBACK_LR = 6e-4
-
-
-def _number(value: object) -> object:
-    """YAML reads `1e6` as a string; accept it (and `2_000_000`) as a number."""
-    if isinstance(value, str):
-        try:
-            return float(value.replace("_", ""))
-        except ValueError:
-            return value
-    return value
-
-
-Number = Annotated[PositiveFloat, BeforeValidator(_number)]
+from astropt.storage import absolute_uri
 
 
 class CustomSize(StrictModel):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     n_layer: PositiveInt
     n_head: PositiveInt
     n_embd: PositiveInt
@@ -72,7 +46,7 @@ class CustomSize(StrictModel):
 class Budgets(StrictModel):
     """Exactly one of: absolute token counts, tokens per parameter, or IsoFLOP budgets."""
 
-    tokens: list[Number] | None = None
+    tokens: list[Count] | None = None
     tokens_per_param: list[Number] | None = None
     isoflops: list[Number] | None = Field(None, description="FLOP budgets C; D = C / (6 N)")
 
@@ -86,64 +60,13 @@ class Budgets(StrictModel):
             )
         return self
 
-
-class SyntheticData(StrictModel):
-    """Generate this synthetic set into `data.root` when it is missing."""
-
-    images: PositiveInt = 6000
-    seed: int = 0
-
-
-class GridData(StrictModel):
-    """Shard sets: `train` and `val` (local folders or s3:// URIs), or a `root` holding both."""
-
-    root: str | None = None
-    train: str | None = None
-    val: str | None = None
-    synthetic: SyntheticData | None = None
-    check: Literal["full", "structure"] = "full"
-    memory_mb: NonNegativeInt = DATA_MEMORY_MB  # see DataConfig.memory_mb
-
-    @model_validator(mode="after")
-    def _where(self) -> GridData:
-        if self.root is None and (self.train is None or self.val is None):
-            raise ValueError(
-                "set data.root (holding train/ and val/) or both data.train and data.val"
-            )
-        if self.synthetic is not None and self.root is None:
-            raise ValueError("data.synthetic needs data.root: the folder to generate into")
-        return self
-
-    @property
-    def train_uri(self) -> str:
-        return self.train or f"{self.root.rstrip('/')}/train"
-
-    @property
-    def val_uri(self) -> str:
-        return self.val or f"{self.root.rstrip('/')}/val"
-
-
-class ImageConfig(StrictModel):
-    image_size: PositiveInt = 64
-    patch_size: PositiveInt = 16
-    n_chan: PositiveInt = 3
-    bias: bool = False
-
-
-class TrainingConfig(StrictModel):
-    """Hyper-parameters shared by every cell; `lr` per size comes from the size or the ladder."""
-
-    global_batch_tokens: PositiveInt = 960
-    micro_batch_images: PositiveInt = 32
-    zero_stage: ZeroStage = "auto"
-    optim: OptimConfig = OptimConfig()
-    lr_scale: PositiveFloat = 1.0
-    eval_every: PositiveInt = 50
-    eval_batches: PositiveInt = 4
-    eval_batch_images: PositiveInt = 64
-    checkpoint_every: PositiveInt = 50
-    log_every: PositiveInt = 10
-    divergence: DivergenceConfig = DivergenceConfig()
+    def for_size(self, n_params: int) -> list[int]:
+        """Token budgets of a model with `n_params` non-embedding parameters."""
+        if self.tokens:
+            return list(self.tokens)
+        if self.tokens_per_param:
+            return [int(k * n_params) for k in self.tokens_per_param]
+        return [int(c / (6 * n_params)) for c in self.isoflops]
 
 
 class ProbeStep(StrictModel):
@@ -154,9 +77,29 @@ class ProbeStep(StrictModel):
     folds: int = Field(5, ge=2)
 
 
+class NodeType(StrictModel):
+    """A kind of machine of the cluster, for the dry run's GPU-hours (and cost, with a price)."""
+
+    gpus: PositiveInt
+    gpu: str = Field("A100", description="GPU model, for its peak FLOP/s (astropt.compute)")
+    usd_per_hour: PositiveFloat | None = None
+
+
 class SweepResources(ResourcesConfig):
+    """Each cell's resources (`by_size` overrides them per size) and the sweep's."""
+
     max_concurrent: PositiveInt = 1
-    max_failures: int = Field(1, ge=0)
+    max_failures: NonNegativeInt = 1
+    by_size: dict[str, ResourcesConfig] = Field(
+        default_factory=dict, description="per-size overrides, e.g. {309M: {workers: 8}}"
+    )
+    node_types: dict[str, NodeType] = Field(default_factory=dict)
+
+    def for_size(self, label: str) -> ResourcesConfig:
+        base = self.model_dump(include=set(ResourcesConfig.model_fields))
+        override = self.by_size.get(label)
+        extra = override.model_dump(exclude_unset=True) if override is not None else {}
+        return ResourcesConfig(**(base | extra))
 
 
 class GridConfig(StrictModel):
@@ -164,7 +107,8 @@ class GridConfig(StrictModel):
     sizes: list[str | CustomSize] = Field(min_length=1)
     budgets: Budgets
     seeds: list[int] = Field([0], min_length=1)
-    data: GridData
+    lr_multipliers: list[PositiveFloat] = Field([1.0], min_length=1)
+    data: DataConfig
     image: ImageConfig = ImageConfig()
     training: TrainingConfig = TrainingConfig()
     resources: SweepResources = SweepResources()
@@ -190,23 +134,25 @@ class GridConfig(StrictModel):
                     f"sizes[{index}]: unknown preset {size!r}; expected one of "
                     f"{', '.join(PRESETS)} or a mapping with name, n_layer, n_head, n_embd"
                 )
+        labels = [label_of(size) for size in self.sizes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"sizes: each size needs its own name, got {labels}")
+        unknown = set(self.resources.by_size) - set(labels)
+        if unknown:
+            raise ValueError(f"resources.by_size: {sorted(unknown)} are not sizes of this grid")
         for size in self.sizes:
-            self.model_for(size)  # shape errors (heads, patch size) surface here
-        return self
+            self.model_for(size)  # shape errors (heads) surface here
+        return self.model_copy(update={"data": self.data.placed(self.image)})
 
     def model_for(self, size: str | CustomSize) -> ModelConfig:
-        shape = self.image.model_dump()
         if isinstance(size, str):
-            return ModelConfig.from_preset(size, **shape)
-        return ModelConfig(
-            n_layer=size.n_layer, n_head=size.n_head, n_embd=size.n_embd, preset=size.name, **shape
-        )
+            return ModelConfig.from_preset(size, image=self.image)
+        shape = size.model_dump(include={"n_layer", "n_head", "n_embd"})
+        return ModelConfig(**shape, image=self.image, preset=size.name)
 
-    def lr_for(self, size: str | CustomSize) -> float:
-        base = size.lr if isinstance(size, CustomSize) else None
-        if base is None:
-            base = DEFAULT_LR.get(size if isinstance(size, str) else size.name, FALLBACK_LR)
-        return base * self.training.lr_scale
+
+def label_of(size: str | CustomSize) -> str:
+    return size.name if isinstance(size, CustomSize) else size
 
 
 class GridError(ValueError):
@@ -227,15 +173,28 @@ def load_grid(path: str | Path) -> GridConfig:
     try:
         return GridConfig.model_validate(raw)
     except ValidationError as error:
-        raise GridError(f"{path}:\n{_describe(error)}") from None
+        raise GridError(f"{path}:\n{describe(error)}") from None
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
+    """Every problem of a validation error, one line each, named by its key. Where a value may
+    take several forms (a preset name or a mapping), the form that got further is reported."""
+    problems = [(tuple(p for p in e["loc"] if not _is_union_tag(p)), e) for e in error.errors()]
+    deepest = [
+        (loc, e)
+        for loc, e in problems
+        if not any(len(other) > len(loc) and other[: len(loc)] == loc for other, _ in problems)
+    ]
     lines = []
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"])
+    for loc, problem in deepest:
+        where = ".".join(str(part) for part in loc)
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         lines.append(f"  {where}: {message}" if where else f"  {message}")
-    return "\n".join(lines)
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _is_union_tag(part: object) -> bool:
+    """Pydantic names the union member it tried (`int`, `DeepSeekBatch`, ...) in the location."""
+    return isinstance(part, str) and (part[:1].isupper() or part in ("int", "float", "str"))

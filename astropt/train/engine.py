@@ -22,7 +22,7 @@ def deepspeed_config(cfg: TrainConfig, plan: TrainPlan, bf16: bool) -> dict:
         "train_batch_size": plan.global_batch_images,
         "train_micro_batch_size_per_gpu": plan.micro_batch_images,
         "gradient_accumulation_steps": plan.grad_accum,
-        "gradient_clipping": cfg.optim.grad_clip,
+        "gradient_clipping": cfg.training.optim.grad_clip,
         "zero_optimization": {"stage": plan.zero_stage},
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**12,
@@ -41,7 +41,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def lr_schedule(cfg: TrainConfig, plan: TrainPlan) -> Callable[[int], float]:
     """The configured schedule as a function of the optimizer step (a multiplier of lr)."""
-    optim = cfg.optim
+    optim = cfg.training.optim
     if optim.schedule == "constant":
         return partial(constant_multiplier, warmup_steps=plan.warmup_steps)
     common = {
@@ -64,9 +64,9 @@ def build_engine(
 ) -> deepspeed.DeepSpeedEngine:
     """AdamW (torch's, passed in: DeepSpeed's own optimizers compile C++ ops on CPU)."""
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.optim.weight_decay),
-        lr=cfg.optim.lr,
-        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        param_groups(model, cfg.training.optim.weight_decay),
+        lr=plan.lr,
+        betas=(cfg.training.optim.beta1, cfg.training.optim.beta2),
         fused=torch.cuda.is_available(),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_schedule(cfg, plan))

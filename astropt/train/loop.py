@@ -1,70 +1,34 @@
-"""The per-worker training loop that Ray Train runs on every worker of a run."""
+"""The per-worker training loop: stream, step, evaluate, checkpoint. Nothing else.
+
+Ray Train runs `train_loop_per_worker` on every worker of a run (or, for a one-worker CPU run,
+inside the calling process). Record keeping is rank 0's `Recorder`; checkpoints are the
+`Checkpointer`'s; progress goes to the driver as heartbeats.
+"""
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
-import os
 import resource
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import deepspeed
 import ray.train
 import torch
 import torch.distributed as dist
-from mlflow.entities import Metric
 from ray.train.torch import get_device
-from safetensors.torch import save_file
 
-from astropt.config import StrictModel, TrainConfig
+from astropt.compute import peak_flops
 from astropt.data.pipeline import ImageStream, validation_batches
+from astropt.heartbeat import Heartbeat, Phase
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
-from astropt.spool import copy_folder, write_spool
-from astropt.tracking import MetricBuffer, logged_through, make_client, set_tags
-from astropt.train import checkpoint
-from astropt.train.engine import build_engine
-from astropt.train.plan import make_plan
-
-FIRST_RETRY_WAIT_S = 5.0  # then doubling, until the run's tracking.final_wait_s is spent
-#: Short MLflow HTTP retries in workers: a server that is away must not stall training for minutes.
-MLFLOW_WORKER_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-}
-log = logging.getLogger(__name__)
-
-#: Dense bf16 peak FLOP/s by GPU name (vendor datasheets), for MFU; unknown devices get none.
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
-
-
-class WorkerJob(StrictModel):
-    """Everything a worker needs, sent by the driver as the train loop config.
-
-    `run_dir` is the run's folder in Ray storage: checkpoints, branch-point markers and the
-    MLflow spool live there.
-    """
-
-    train: TrainConfig
-    tracking_uri: str
-    tracking_wait_s: float
-    run_id: str
-    val_batches: int
-    submitted_at: float = 0.0
-    run_dir: str
-    resume_from: str | None = None
-    keep_train_in_memory: bool = False
-    threads: int = 1
-
-    @property
-    def spool_uri(self) -> str:
-        return f"{self.run_dir}/mlflow-spool"
+from astropt.record import Metric, Tag
+from astropt.train.checkpoint import Checkpointer
+from astropt.train.engine import build_engine, init_world_of_one
+from astropt.train.job import WorkerJob
+from astropt.train.recorder import Recorder
 
 
 @dataclass
@@ -90,149 +54,115 @@ class Progress:
         return elapsed
 
 
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
-
-
 def _mean_across_workers(total: torch.Tensor, count: float) -> float:
     """Mean of a per-worker sum over all workers (the same value on every rank)."""
-    packed = torch.stack([total.float(), torch.tensor(count, device=total.device)])
-    if dist.is_initialized():
+    packed = torch.stack([total.double(), torch.tensor(count, device=total.device).double()])
+    if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(packed)
     return (packed[0] / packed[1]).item()
 
 
-def _validation_loss(
-    engine: deepspeed.DeepSpeedEngine, batches: list[torch.Tensor], patch: int, dtype: torch.dtype
-) -> float:
-    """Mean loss over the fixed validation batches; each rank takes every world-th image."""
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    total = torch.zeros((), device=engine.device)
-    rows = 0
-    engine.eval()
-    with torch.no_grad():
-        for images in batches:
-            part = images[rank::world].to(engine.device)
-            _, loss = engine(images_to_tokens(part, patch).to(dtype))
-            total += loss.float() * len(part)
-            rows += len(part)
-    engine.train()
-    return _mean_across_workers(total, rows)
+def fp32_loss(engine: deepspeed.DeepSpeedEngine, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's Huber loss computed in float32 whatever the model's dtype: bf16 rounding of
+    the loss (about 0.4% near 0.3) is coarser than what the scaling fit resolves."""
+    predictions = engine(tokens.to(engine_dtype(engine)))
+    return AstroPT.loss(predictions.float(), tokens[:, 1:].float())
 
 
-def _export_weights(engine: deepspeed.DeepSpeedEngine, job: WorkerJob, rank: int) -> None:
-    """safetensors weights plus their config, logged to the run's `model/` artifacts (or, if
-    MLflow cannot take them, kept beside the spool for the user to log)."""
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        if rank != 0:
-            return
-        state = {
-            k: v.detach().float().cpu().contiguous() for k, v in engine.module.state_dict().items()
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            save_file(state, Path(tmp) / "model.safetensors")
-            (Path(tmp) / "config.json").write_text(job.train.model.model_dump_json(indent=2))
-            try:
-                make_client(job.tracking_uri).log_artifacts(job.run_id, tmp, artifact_path="model")
-            except Exception as error:
-                kept = copy_folder(tmp, f"{job.spool_uri}/{job.run_id}-model")
-                log.error("weights not logged to MLflow (%s); kept in %s", error, kept)
-
-
-def _as_tuple(metric: Metric) -> tuple[str, float, int, int]:
-    return metric.key, metric.value, metric.timestamp, metric.step
+def engine_dtype(engine: deepspeed.DeepSpeedEngine) -> torch.dtype:
+    return torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
 
 
 class WorkerRun:
-    """One worker's share of a run: its engine, its data streams and (rank 0) its MLflow log."""
+    """One worker's share of a run: its engine, its data streams, its checkpoints."""
 
     def __init__(self, job: WorkerJob) -> None:
         entered = time.time()
-        for key, value in MLFLOW_WORKER_ENV.items():
-            os.environ.setdefault(key, value)
-        self.job, self.cfg = job, job.train
-        context = ray.train.get_context()
-        self.rank = context.get_world_rank()
-        self.plan = make_plan(self.cfg, context.get_world_size())
-        device = get_device()
-        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.peak = _peak_flops(device)
+        self.job, self.cfg, self.plan = job, job.train, job.plan
+        if job.in_process:  # Ray Train's context is Tune's in a trial's own process
+            self.rank, world = 0, 1
+        else:
+            context = ray.train.get_context()
+            self.rank, world = context.get_world_rank(), context.get_world_size()
+        if world != self.plan.world_size:
+            raise RuntimeError(f"the plan is for {self.plan.world_size} workers, not {world}")
+        self.heartbeat = Heartbeat(job.board if self.rank == 0 else None, job.name, job.plan.steps)
+        self.heartbeat(Phase.ENGINE_INIT)
+        device = torch.device("cpu") if job.in_process else get_device()
+        self.peak = (
+            peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        )
         torch.set_num_threads(job.threads)
         torch.manual_seed(self.cfg.seed)
-        stream = iter(self._image_stream())
+        if job.in_process:
+            init_world_of_one("gloo")
+        self.recorder = Recorder(
+            job.tracking_uri, job.run_id, job.run_dir, job.tracking_wait_s, self.rank == 0
+        )
+        self.checkpointer = Checkpointer(
+            job.run_dir, self.rank, self.cfg.training.keep_checkpoints, self.cfg.keep_steps
+        )
+        model = AstroPT(self.cfg.model)
+        self.engine = build_engine(model, self.cfg, self.plan, device.type == "cuda")
+        engine_ready = time.time()
+        restored = self.checkpointer.restore(self.engine, job.resume_from)
+        self.step = restored.step
+        self.recorder.carry(restored.unsent)
+        self.recorder.tag({Tag.NODE: ray.get_runtime_context().get_node_id()})
+        self.heartbeat(Phase.FIRST_BATCH, self.step)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            first = pool.submit(next, stream)  # Ray Data starts streaming while DeepSpeed starts
-            self.engine = build_engine(
-                AstroPT(self.cfg.model), self.cfg, self.plan, device.type == "cuda"
+            val = pool.submit(
+                validation_batches,
+                job.val_uri,
+                self.cfg.training.eval_batch_images,
+                self.plan.val_batches,
             )
-            engine_ready = time.time()
-            self.step, unsent = checkpoint.restore(self.engine, job.resume_from)
-            self.buffer = self._metric_buffer() if self.rank == 0 else None
-            if self.buffer is not None:
-                self.buffer.add_points(Metric(*point) for point in unsent)
-                self._tag_node()
-            self.latest: dict[str, float] = {}
-            self.val = validation_batches(
-                self.cfg.data.val, self.cfg.eval_batch_images, job.val_batches
-            )
-            self.stream = itertools.chain([first.result()], stream)
-        self.log(
+            self.stream = iter(self._image_stream(world))
+            self.first = next(self.stream)
+            self.val = val.result()
+        self.recorder.add(
             self.step,
             {
-                "time/worker_start_s": entered - job.submitted_at,
-                "time/engine_init_s": engine_ready - entered,
-                "time/first_batch_s": time.time() - engine_ready,
+                Metric.WORKER_START_S: entered - job.submitted_at,
+                Metric.ENGINE_INIT_S: engine_ready - entered,
+                Metric.FIRST_BATCH_S: time.time() - engine_ready,
             },
         )
-        self.progress = Progress(self.cfg.divergence.spike_factor, self.cfg.divergence.min_steps)
-        self.loss_sum = torch.zeros((), device=self.engine.device)
+        self.progress = Progress(
+            self.cfg.training.divergence.spike_factor, self.cfg.training.divergence.min_steps
+        )
+        self.loss_sum = torch.zeros((), device=self.engine.device, dtype=torch.float64)
         self.steps_in_window = 0
 
-    def _image_stream(self) -> ImageStream:
+    def _image_stream(self, world: int) -> ImageStream:
         return ImageStream(
-            ray.train.get_dataset_shard("train"),
-            self.cfg.model.image_shape,
+            self.job.train_files,
+            self.cfg.model.image.shape,
             self.plan.micro_batch_images,
-            keep_in_memory=self.job.keep_train_in_memory,
+            in_memory=self.plan.data_in_memory,
             seed=self.cfg.seed,
             rank=self.rank,
+            world=world,
+            start_batch=self.step * self.plan.grad_accum,
         )
 
-    def _metric_buffer(self) -> MetricBuffer:
-        client = make_client(self.job.tracking_uri)
-        return MetricBuffer(client, self.job.run_id, logged_through(client, self.job.run_id))
+    def _next_images(self) -> torch.Tensor:
+        if self.first is not None:
+            images, self.first = self.first, None
+            return images
+        return next(self.stream)
 
-    def _tag_node(self) -> None:
-        """Tag the node rank 0 runs on now (a restarted run may move); MLflow down only warns."""
-        try:
-            node = ray.get_runtime_context().get_node_id()
-            set_tags(self.buffer.client, self.job.run_id, {"astropt.node_id": node})
-        except Exception as error:
-            log.warning("MLflow: node tag not written (%s)", error)
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Buffer for MLflow (rank 0) and keep as the latest values reported to Ray."""
-        self.latest |= metrics
-        if self.buffer is not None:
-            self.buffer.add(step, metrics)
-
-    @property
-    def tokens_seen(self) -> int:
-        return self.step * self.plan.global_batch_tokens
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        on_device = images.to(self.engine.device, non_blocking=True)
+        return images_to_tokens(on_device, self.cfg.model.image.patch_size)
 
     def train_step(self) -> None:
         """One optimizer step: grad_accum micro-batches, no host sync."""
         for _ in range(self.plan.grad_accum):
-            images = next(self.stream).to(self.engine.device, non_blocking=True)
-            tokens = images_to_tokens(images, self.cfg.model.patch_size).to(self.dtype)
-            _, loss = self.engine(tokens)
+            loss = fp32_loss(self.engine, self.tokens(self._next_images()))
             self.engine.backward(loss)
             self.engine.step()
-            self.loss_sum += loss.detach().float()
+            self.loss_sum += loss.detach().double()
         self.step += 1
         self.steps_in_window += 1
 
@@ -243,107 +173,110 @@ class WorkerRun:
         seconds = self.progress.seconds_since_last()
         tokens_per_s = self.steps_in_window * plan.global_batch_tokens / max(seconds, 1e-9)
         metrics = {
-            "train/loss": loss,
-            "lr": self.engine.get_lr()[0],
-            "tokens_seen": float(self.tokens_seen),
-            "tokens_per_s": tokens_per_s,
+            Metric.TRAIN_LOSS: loss,
+            Metric.LR: self.engine.get_lr()[0],
+            Metric.TOKENS_PER_S: tokens_per_s,
+            **self.position(),
         }
         if self.peak is not None:
-            metrics["mfu"] = tokens_per_s * plan.flops_per_token / (self.peak * plan.world_size)
-        self.log(self.step, metrics)
+            flops = tokens_per_s * plan.flops_per_token_attention
+            metrics[Metric.MFU] = flops / (self.peak * plan.world_size)
+        self.recorder.add(self.step, metrics)
+        self.heartbeat(Phase.TRAINING, self.step, loss, tokens_per_s)
         self.loss_sum.zero_()
         self.steps_in_window = 0
         return self.progress.diverged(self.step, loss)
 
+    def position(self) -> dict[str, float]:
+        """Tokens and epochs so far, logged beside every loss."""
+        position = {Metric.TOKENS_SEEN: float(self.plan.tokens_at(self.step))}
+        if (epochs := self.plan.epochs_at(self.step)) is not None:
+            position[Metric.EPOCHS] = epochs
+        return position
+
     def evaluate(self) -> float:
+        """Mean loss over the fixed validation batches; each rank takes every world-th image."""
         started = time.perf_counter()
-        loss = _validation_loss(self.engine, self.val, self.cfg.model.patch_size, self.dtype)
-        self.log(
+        world = self.plan.world_size
+        total = torch.zeros((), device=self.engine.device, dtype=torch.float64)
+        rows = 0
+        self.engine.eval()
+        with torch.no_grad():
+            for images in self.val:
+                part = images[self.rank :: world]
+                total += fp32_loss(self.engine, self.tokens(part)).double() * len(part)
+                rows += len(part)
+        self.engine.train()
+        loss = _mean_across_workers(total, rows)
+        self.recorder.add(
             self.step,
-            {
-                "val/loss": loss,
-                "tokens_seen": float(self.tokens_seen),
-                "time/eval_s": time.perf_counter() - started,
-            },
+            {Metric.VAL_LOSS: loss, Metric.EVAL_S: time.perf_counter() - started} | self.position(),
         )
         return loss
 
     def save(self) -> None:
-        """Checkpoint (with the metric points MLflow lacks) and report to Ray, then send those
-        points. MLflow then only holds steps that a checkpoint covers: a restart neither repeats
-        a step nor loses one, and a failed checkpoint leaves no orphan points behind."""
+        """Checkpoint (with the metric points MLflow lacks), then send those points. MLflow then
+        only holds steps that a checkpoint covers: a restart neither repeats a step nor loses
+        one, and a failed checkpoint leaves no orphan points behind."""
         started = time.perf_counter()
-        unsent = [] if self.buffer is None else [_as_tuple(m) for m in self.buffer.pending]
-        checkpoint.save_and_report(
-            self.engine, self.step, {"step": self.step, **self.latest}, self.job.run_dir, unsent
-        )
-        if self.buffer is not None:
-            self.buffer.flush()
-        self.log(self.step, {"time/checkpoint_s": time.perf_counter() - started})  # sent next
+        self.checkpointer.save(self.engine, self.step, self.recorder.pending())
+        self.recorder.flush()
+        self.recorder.add(self.step, {Metric.CHECKPOINT_S: time.perf_counter() - started})
 
-    def finish(self, status: str) -> None:
+    def final_state(self) -> dict[str, torch.Tensor]:
+        """The full model state in float32 on the CPU (gathered from ZeRO-3 shards)."""
+        params = list(self.engine.module.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            state = self.engine.module.state_dict()
+            return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+    def finish(self, finished: bool) -> None:
         """Export the weights, write what MLflow lacks (or spool it), release the engine."""
-        if status == "finished":
-            _export_weights(self.engine, self.job, self.rank)
+        self.heartbeat(Phase.FINISHING, self.step)
+        if finished:
+            state = self.final_state()
+            self.recorder.export_weights(state, self.cfg.model)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.log(self.step, {"peak_rss_mb": peak_rss_mb})
-        if self.buffer is not None:
-            tags = {
-                "astropt.status": status,
-                "astropt.steps_done": self.step,
-                "astropt.node_id": ray.get_runtime_context().get_node_id(),  # rank 0's node
-            }
-            self._commit(tags)
+        self.recorder.add(self.step, {Metric.PEAK_RSS_MB: peak_rss_mb})
+        self.recorder.close({Tag.STEPS_DONE: self.step})
         self.engine.destroy()
 
-    def _commit(self, tags: dict[str, object]) -> None:
-        deadline = time.monotonic() + self.job.tracking_wait_s
-        wait = FIRST_RETRY_WAIT_S
-        while True:
-            if self.buffer.flush():
-                try:
-                    set_tags(self.buffer.client, self.job.run_id, tags)
-                    return
-                except Exception as error:  # the server went away between the two writes
-                    log.warning("MLflow tags not written: %s", error)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            time.sleep(min(wait, remaining))
-            wait *= 2
-        path = write_spool(self.job.spool_uri, self.job.run_id, self.buffer.pending, tags)
-        log.error(
-            "MLflow unreachable: %d metric points and the run's tags kept in %s; send them with "
-            "`python -m astropt.spool upload %s --tracking-uri URI`",
-            len(self.buffer.pending), path, self.job.spool_uri,
-        )  # fmt: skip
 
-
-def train_loop_per_worker(config: dict) -> None:
-    """Train one model to its token budget; rank 0 records the run in MLflow.
+def train_loop_per_worker(config: dict) -> dict:
+    """Train one model to its token budget; returns (rank 0's) outcome for the driver.
 
     A diverged run stops at once without a checkpoint, so its last good checkpoint stays the
-    latest; it is reported with `diverged=1` and tagged `diverged` in MLflow.
+    latest; its outcome says `diverged`.
     """
-    run = WorkerRun(WorkerJob.model_validate(config))
-    cfg, plan = run.cfg, run.plan
+    job: WorkerJob = config["job"]
+    run = WorkerRun(job)
+    training, plan = run.cfg.training, run.plan
+    if training.stall_for_test_s and run.rank == 0:
+        time.sleep(training.stall_for_test_s)
     if run.step == 0:
         run.evaluate()  # the untrained model's loss: where every curve starts
     while run.step < plan.steps:
         run.train_step()
         last = run.step == plan.steps
-        if (run.step % cfg.log_every == 0 or last) and run.log_point():
+        if (run.step % training.log_every == 0 or last) and run.log_point():
             run.evaluate()
-            run.finish("diverged")
-            ray.train.report({"step": run.step, "diverged": 1.0})
-            return
+            run.finish(finished=False)
+            return {"diverged": True, "step": run.step}
         if last:
-            final = {"final/val_loss": run.evaluate(), "final/tokens_seen": float(run.tokens_seen)}
-            run.log(run.step, final)
-        elif run.step % cfg.eval_every == 0:
+            final = run.evaluate()
+            compute = plan.compute
+            summary = {
+                Metric.FINAL_VAL_LOSS: final,
+                Metric.FINAL_TOKENS_SEEN: float(plan.tokens_seen),
+                Metric.FINAL_COMPUTE_6ND: compute.six_nd,
+                Metric.FINAL_COMPUTE_ATTENTION: compute.attention,
+            }
+            if (epochs := plan.epochs_at(run.step)) is not None:
+                summary[Metric.FINAL_EPOCHS] = epochs
+            run.recorder.add(run.step, summary)
+        elif run.step % training.eval_every == 0:
             run.evaluate()
-        if last or run.step % cfg.checkpoint_every == 0 or run.step in cfg.checkpoint_at:
+        if last or run.step % training.checkpoint_every == 0 or run.step in run.cfg.keep_steps:
             run.save()
-        if run.step in cfg.checkpoint_at:
-            checkpoint.mark_ready(run.job.run_dir, run.step)
-    run.finish("finished")
+    run.finish(finished=True)
+    return {"diverged": False, "step": run.step, **{str(k): v for k, v in summary.items()}}

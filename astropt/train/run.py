@@ -1,4 +1,6 @@
-"""One run from start to record: prepare, open its MLflow run, fit the trainer, close the run."""
+"""One run: train a prepared job to its outcome, or (`run_training`) a whole run from config to
+MLflow record, for tests, benchmarks and notebooks. Sweeps and the train command go through
+`astropt.sweep`, which adds progress, a watchdog and clean stopping."""
 
 from __future__ import annotations
 
@@ -7,21 +9,103 @@ import time
 from dataclasses import dataclass
 
 from astropt.config import ResourcesConfig, TrackingConfig, TrainConfig
-from astropt.tracking import ensure_experiment, log_params, make_client, open_run, set_tags
-from astropt.train.trainer import PreparedRun, build_trainer, prepare
+from astropt.record import (
+    Metric,
+    Role,
+    Status,
+    Tag,
+    close_run,
+    ensure_experiment,
+    log_params,
+    make_client,
+    open_run,
+)
+from astropt.spool import spool_folder, write_spool
+from astropt.train.job import WorkerJob
+from astropt.train.plan import TrainPlan, make_plan
+from astropt.train.trainer import RunData, build_trainer, worker_job
 
-DONE = ("finished", "diverged")
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunOutcome:
+class Outcome:
+    """How a run ended, as its rank 0 reported it."""
+
     run_id: str
-    status: str
-    final_val_loss: float | None
-    tokens_seen: int | None
-    wall_s: float
-    skipped: bool = False
+    status: Status
+    final_val_loss: float | None = None
+    tokens_seen: int | None = None
+    steps: int = 0
+    wall_s: float = 0.0
+
+
+def train(
+    job: WorkerJob, resources: ResourcesConfig, storage_path: str, max_failures: int
+) -> Outcome:
+    """Fit the job's trainer; its outcome from what rank 0's loop returned."""
+    started = time.perf_counter()
+    result = build_trainer(job, resources, storage_path, max_failures).fit()
+    returned = result.return_value or {}
+    finished = not returned.get("diverged", True)
+    loss, tokens = returned.get(Metric.FINAL_VAL_LOSS), returned.get(Metric.FINAL_TOKENS_SEEN)
+    return Outcome(
+        run_id=job.run_id,
+        status=Status.FINISHED if finished else Status.DIVERGED,
+        final_val_loss=loss,
+        tokens_seen=None if tokens is None else int(tokens),
+        steps=int(returned.get("step", 0)),
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def run_params(cfg: TrainConfig, plan: TrainPlan, resources: ResourcesConfig) -> dict:
+    """What a run's MLflow record holds as params: its whole resolved configuration, flat, and
+    its plan."""
+    flat = _flatten(cfg.model_dump(mode="json", exclude={"keep_steps"}))
+    return (
+        flat
+        | plan.model_dump(mode="json")
+        | {
+            "preset": cfg.model.name,
+            "n_params": plan.n_params,
+            "tokens_budget": cfg.tokens,
+            "unique_tokens": plan.unique_tokens,
+            "global_batch_tokens": plan.global_batch_tokens,
+            "world_size": resources.workers,
+            "data_train": cfg.train_uri,
+            "data_val": cfg.val_uri,
+        }
+    )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def close_or_spool(
+    tracking: TrackingConfig, run_id: str, run_dir: str, status: Status, tags: dict
+) -> None:
+    """Write the run's final status; with MLflow away, spool it for `astropt.spool upload`."""
+    try:
+        close_run(make_client(tracking.uri), run_id, status, tags)
+    except Exception as error:
+        path = write_spool(
+            spool_folder(run_dir), run_id, [], {Tag.STATUS: status} | tags, part=".status"
+        )
+        log.error(
+            "run %s ended %s; MLflow could not be told (%s): kept in %s",
+            run_id,
+            status,
+            error,
+            path,
+        )
 
 
 def run_training(
@@ -31,90 +115,40 @@ def run_training(
     *,
     name: str,
     storage_path: str,
-    parent_run_id: str | None = None,
-    tags: dict[str, object] | None = None,
-    callbacks: list | None = None,
     max_failures: int = 2,
-    prepared: PreparedRun | None = None,
     resume_from: str | None = None,
-) -> RunOutcome:
-    """Train `cfg` as the MLflow run `name`; a run already finished is not trained again.
-
-    Re-running the same name continues the same MLflow run and, through Ray's storage folder of
-    the same name, the same checkpoints. `resume_from` starts from another run's checkpoint.
-    The data must have been checked (`check_data`) by the caller.
-    """
-    started = time.perf_counter()
-    run = prepared or prepare(cfg, resources)
+) -> Outcome:
+    """Train `cfg` as the MLflow run `name` and record it; a finished run is not trained again.
+    `cfg` holds fixed values (a number for the batch and the
+    learning rate); the data must have been checked (`check_data`)."""
+    data = RunData.read(cfg)
+    plan = make_plan(cfg, resources.workers, data.facts)
     client = make_client(tracking.uri)
-    experiment_id = ensure_experiment(client, tracking.experiment, None)
-    run_tags = {"astropt.role": "cell", **(tags or {})}
-    run_id, status = open_run(
-        client, experiment_id, name, parent_run_id=parent_run_id, tags=run_tags
-    )
-    if status in DONE:
-        return _outcome(client, run_id, started, skipped=True)
-    log_params(client, run_id, run.params() | {"world_size": resources.workers})
-    set_tags(client, run_id, {"astropt.status": "running"})
-    trainer = build_trainer(
-        run,
+    experiment_id = ensure_experiment(client, tracking.experiment)
+    run_id, status = open_run(client, experiment_id, name, role=Role.CELL)
+    if status is not None and status.done:
+        return Outcome(run_id=run_id, status=status)
+    log_params(client, run_id, run_params(cfg, plan, resources))
+    job = worker_job(
+        cfg,
+        plan,
+        data,
         resources,
-        tracking=tracking,
-        run_id=run_id,
         name=name,
+        run_id=run_id,
         storage_path=storage_path,
-        max_failures=max_failures,
-        callbacks=callbacks,
+        tracking_uri=tracking.uri,
+        tracking_wait_s=tracking.final_wait_s,
         resume_from=resume_from,
     )
     try:
-        result = trainer.fit()
-    except BaseException as error:  # a failed fit, a bad path, Ctrl-C: never "running"
-        _close(client, run_id, "failed", error)
+        outcome = train(job, resources, storage_path, max_failures)
+    except BaseException as error:  # a failed fit, a bad path, Ctrl-C: never left "running"
+        why = {Tag.ERROR: describe_failure(error)}
+        close_or_spool(tracking, run_id, job.run_dir, Status.FAILED, why)
         raise
-    outcome = _outcome_of(result.metrics or {}, run_id, started)
-    _close(client, run_id, outcome.status)
+    close_or_spool(tracking, run_id, job.run_dir, outcome.status, {})
     return outcome
-
-
-def _outcome_of(metrics: dict, run_id: str, started: float) -> RunOutcome:
-    """From what the workers reported to Ray: a run that stopped before its final evaluation
-    without an error has diverged (the loop's only early exit)."""
-    finished = "final/val_loss" in metrics
-    return RunOutcome(
-        run_id=run_id,
-        status="finished" if finished else "diverged",
-        final_val_loss=metrics.get("final/val_loss"),
-        tokens_seen=int(metrics["final/tokens_seen"]) if finished else None,
-        wall_s=time.perf_counter() - started,
-    )
-
-
-def _close(client, run_id: str, status: str, error: BaseException | None = None) -> None:
-    """Mark the MLflow run ended (with the error's message, if it failed); an unreachable
-    server is reported, not fatal: the workers already spooled what it lacks."""
-    tags: dict[str, object] = {"astropt.status": status}
-    if error is not None:
-        tags["astropt.error"] = describe_failure(error)
-    try:
-        set_tags(client, run_id, tags)
-        client.set_terminated(run_id, "FINISHED" if status == "finished" else "FAILED")
-    except Exception as error:
-        log.error("run %s ended %s but MLflow could not be told: %s", run_id, status, error)
-
-
-def _outcome(client, run_id: str, started: float, skipped: bool = False) -> RunOutcome:
-    data = client.get_run(run_id).data
-    loss = data.metrics.get("final/val_loss")
-    tokens = data.metrics.get("final/tokens_seen")
-    return RunOutcome(
-        run_id=run_id,
-        status=data.tags.get("astropt.status", "unknown"),
-        final_val_loss=loss,
-        tokens_seen=None if tokens is None else int(tokens),
-        wall_s=time.perf_counter() - started,
-        skipped=skipped,
-    )
 
 
 def describe_failure(error: BaseException, limit: int = 4000) -> str:
