@@ -5,9 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astropt.model import count_parameters
-from astropt.sweep.cells import expand
+from astropt.compute import count_parameters
+from astropt.sweep.cells import expand as expand_with
 from astropt.sweep.grid import GridError, load_grid
+from astropt.sweep.run import grid_facts
+
+
+def expand(grid):
+    return expand_with(grid, grid_facts(grid))
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,11 +45,11 @@ def test_default_grid_gives_at_least_three_sizes_by_three_budgets():
 def test_cells_are_named_from_their_settings_and_sorted_largest_first(tmp_path):
     cells = expand(load_grid(_write(tmp_path, BASE)))
     assert len(cells) == 4
-    flops = [c.flops for c in cells]
+    flops = [c.compute.six_nd for c in cells]
     assert flops == sorted(flops, reverse=True)
     again = expand(load_grid(_write(tmp_path, BASE)))
     assert [c.name for c in cells] == [c.name for c in again]
-    changed = expand(load_grid(_write(tmp_path, BASE | {"training": {"lr_scale": 2.0}})))
+    changed = expand(load_grid(_write(tmp_path, BASE | {"lr_multipliers": [2.0]})))
     assert not {c.name for c in cells} & {c.name for c in changed}
 
 
@@ -65,6 +70,14 @@ def test_tokens_per_param_and_isoflop_budgets(tmp_path):
         assert cell.train.tokens == int(1e12 / (6 * cell.plan.n_params))
 
 
+def test_data_facts_without_data_come_from_the_synthetic_spec_or_the_grid(tmp_path):
+    synthetic = expand(load_grid(_write(tmp_path, BASE | {"data": {"synthetic": {"images": 2000}}})))
+    train = synthetic[0].plan.train_images
+    assert 1700 < train < 1900 and synthetic[0].plan.unique_tokens == train * 15
+    declared = BASE | {"data": {"root": str(tmp_path / "none"), "train_images": 5000}}
+    assert expand(load_grid(_write(tmp_path, declared)))[0].plan.train_images == 5000
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -79,7 +92,10 @@ def test_tokens_per_param_and_isoflop_budgets(tmp_path):
             {"sizes": [{"name": "x", "n_layer": 2, "n_head": 3, "n_embd": 32}]},
             "divisible by n_head",
         ),
-        ({"budgets": {"tokens": [10]}}, "size 1M at 10 tokens: tokens: budget 10 is smaller than"),
+        ({"budgets": {"tokens": [10]}}, "1M at 10 tokens: training.min_steps 1: even one image"),
+        ({"training": {"lr": "fastest"}}, "training.lr"),
+        ({"training": {"warmup": {"fraction": 0.1, "steps": 3}}}, "exactly one of warmup"),
+        ({"resources": {"by_size": {"9M": {"workers": 1}}}}, r"by_size: \['9M'\] are not sizes"),
     ],
 )
 def test_bad_grids_name_the_key_and_what_was_expected(tmp_path, change, message):

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from astropt.compute import count_parameters, flops_per_token
 from astropt.config import PRESETS, ModelConfig
-from astropt.model import AstroPT, count_parameters, training_flops_per_token
+from astropt.model import AstroPT
 from astropt.patches import patchify, spiral_order, standardise, unpatchify
 
 
@@ -57,8 +58,8 @@ def test_prediction_at_t_never_depends_on_later_patches():
     t = 6
     changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :])
     with torch.no_grad():
-        before, _ = model(sequence)
-        after, _ = model(changed)
+        before = model(sequence)
+        after = model(changed)
     # predictions[:, t] is the prediction of patch t+1 made from patches 0..t.
     assert torch.allclose(before[:, : t + 1], after[:, : t + 1], atol=1e-6)
     assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
@@ -68,31 +69,34 @@ def test_loss_is_huber_of_the_next_patch():
     torch.manual_seed(0)
     model = AstroPT(ModelConfig(n_layer=1, n_head=1, n_embd=16, image_size=32))
     sequence = torch.randn(2, 4, 768) * 3
-    predictions, loss = model(sequence)
+    predictions = model(sequence)
+    loss = AstroPT.loss(predictions, sequence[:, 1:])
     expected = torch.nn.functional.huber_loss(predictions, sequence[:, 1:], delta=1.0)
     assert predictions.shape == (2, 3, 768)
     assert torch.allclose(loss, expected)
 
 
-def _hand_count(n_layer: int, d: int, patch_dim: int, positions: int, bias: bool) -> int:
-    b = int(bias)
+def _hand_count(
+    n_layer: int, d: int, patch_dim: int, positions: int, bias: bool, patch_bias: bool
+) -> int:
+    b, pb = int(bias), int(patch_bias)
     block = (
         (3 * d * d + b * 3 * d) + (d * d + b * d) + (4 * d * d + b * 4 * d) + (4 * d * d + b * d)
     )
     block += 2 * d * (1 + b)
-    encoder = patch_dim * d + b * d + d * d + b * d
-    decoder = d * 2 * d + b * 2 * d + 2 * d * d + b * d + d * patch_dim + b * patch_dim
+    encoder = patch_dim * d + pb * d + d * d + pb * d
+    decoder = d * 2 * d + pb * 2 * d + 2 * d * d + pb * d + d * patch_dim + pb * patch_dim
     return encoder + positions * d + n_layer * block + d * (1 + b) + decoder
 
 
-@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("bias", "patch_bias"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("preset", ["1M", "5M", "12M"])
-def test_parameter_count_matches_the_built_model_and_a_hand_count(preset, bias):
-    cfg = ModelConfig.from_preset(preset, bias=bias)
+def test_parameter_count_matches_the_built_model_and_a_hand_count(preset, bias, patch_bias):
+    cfg = ModelConfig.from_preset(preset, bias=bias, patch_bias=patch_bias)
     counted = count_parameters(cfg)
     built = sum(p.numel() for p in AstroPT(cfg).parameters())
     n_layer, _, d = PRESETS[preset]
-    assert counted.total == built == _hand_count(n_layer, d, 768, 15, bias)
+    assert counted.total == built == _hand_count(n_layer, d, 768, 15, bias, patch_bias)
     assert counted.position_table == 15 * d
 
 
@@ -120,11 +124,33 @@ def test_non_embedding_counts_match_the_paper_labels(preset):
         assert float(f"{n:.1g}") == label
 
 
-def test_flops_per_token_is_6n_plus_the_attention_term():
+def test_flops_per_token_is_6n_and_6n_plus_the_attention_term():
     cfg = ModelConfig.from_preset("21M", image_size=512)
     n = count_parameters(cfg).non_embedding
-    assert training_flops_per_token(cfg) == 6 * n + 6 * 6 * 1023 * 512
-    assert math.isclose(training_flops_per_token(cfg) / (6 * n), 1.0, rel_tol=0.2)
+    per_token = flops_per_token(cfg)
+    assert per_token.six_nd == 6 * n
+    assert per_token.attention == 6 * n + 6 * 6 * 1023 * 512
+    assert math.isclose(per_token.attention / (6 * n), 1.0, rel_tol=0.2)
+    small = ModelConfig.from_preset("1M", image_size=512)
+    share = flops_per_token(small).attention / flops_per_token(small).six_nd - 1
+    assert 0.45 < share < 0.55  # the attention term is half of 6N for the 1M preset
+
+
+def test_tanh_gelu_is_an_option_that_changes_the_output():
+    torch.manual_seed(0)
+    exact = AstroPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=32)).eval()
+    tanh = AstroPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=32, gelu="tanh"))
+    tanh.load_state_dict(exact.state_dict())
+    sequence = torch.randn(2, 4, 768)
+    with torch.no_grad():
+        a, b = exact(sequence), tanh.eval()(sequence)
+    assert torch.allclose(a, b, atol=1e-2) and not torch.equal(a, b)
+
+
+def test_weights_exported_with_flat_image_settings_still_load():
+    flat = {"n_layer": 1, "n_head": 2, "n_embd": 32, "image_size": 32, "patch_size": 8}
+    cfg = ModelConfig.model_validate(flat)
+    assert cfg.image.image_size == 32 and cfg.image.patch_size == 8 and cfg.image.n_chan == 3
 
 
 def test_embeddings_have_the_documented_shape_and_are_deterministic():

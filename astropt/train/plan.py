@@ -80,10 +80,15 @@ class TrainPlan(StrictModel):
 
 
 def _batch_split(images: int, world_size: int, micro_cap: int) -> tuple[int, int]:
-    """(micro-batch images, accumulation steps) per worker closest to `images` in all."""
-    per_worker = max(1.0, images / world_size)
-    accum = math.ceil(per_worker / micro_cap)
-    return max(1, round(per_worker / accum)), accum
+    """(micro-batch images, accumulation steps) per worker: the largest micro-batch of at most
+    `micro_cap` whose whole steps give between 99% and 100% of `images` (never more, so a rule's
+    minimum number of steps holds)."""
+    per_worker = max(1, images // world_size)
+    enough = math.ceil(0.99 * per_worker)
+    for micro in range(min(micro_cap, per_worker), 0, -1):
+        if micro * (per_worker // micro) >= enough:
+            return micro, per_worker // micro
+    return 1, per_worker
 
 
 def make_plan(cfg: TrainConfig, world_size: int, data: DataFacts) -> TrainPlan:
