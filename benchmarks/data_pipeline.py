@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 from astropt.cluster import connect
 from astropt.config import ModelConfig
 from astropt.data.pipeline import ImageStream, shard_dataset
-from astropt.data.synth import ensure_synthetic_dataset
+from astropt.data.synthetic_sets import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 

@@ -40,7 +40,7 @@ from astropt.config import (
 )
 from astropt.data.pipeline import FETCH_IMAGES, validation_batches
 from astropt.data.schema import ShardSet
-from astropt.data.synth import ensure_synthetic_dataset
+from astropt.data.synthetic_sets import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.train.engine import build_engine, init_world_of_one

@@ -36,7 +36,7 @@ def galaxies(tmp_path_factory) -> tuple[str, str]:
     """(train, val) shard sets of 64 x 64 synthetic galaxies, made once per session: 5,794
     training images, 90 steps of 64, so that most test runs stream one epoch through Ray Data
     (later epochs come from the workers' memory)."""
-    from astropt.data.synth import ensure_synthetic_dataset
+    from astropt.data.synthetic_sets import ensure_synthetic_dataset
 
     root = tmp_path_factory.mktemp("galaxies") / "synthetic-64"
     train, val = ensure_synthetic_dataset(str(root), 6400, 64, 0)

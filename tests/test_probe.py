@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from astropt.config import ModelConfig
 from astropt.data.schema import write_shard
-from astropt.data.synth import ensure_synthetic_dataset
+from astropt.data.synthetic_sets import ensure_synthetic_dataset
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.probe import EmbedSettings, ProbeInputError, embed, load_weights, probe_run

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from astropt.data.synth import ensure_synthetic_dataset
+from astropt.data.synthetic_sets import ensure_synthetic_dataset
 from astropt.train.__main__ import main
 
 

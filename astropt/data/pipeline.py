@@ -52,16 +52,20 @@ class ShardFiles:
         return cls(uri, tuple(shards.uris), tuple(f.num_rows for f in shards.files))
 
 
+def _permutation(n: int, *key: int) -> torch.Tensor:
+    state = np.random.SeedSequence(list(key)).generate_state(1)[0]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int) -> torch.Tensor:
     """A permutation of range(n) that depends only on (seed, epoch, rank): a run repeats, and
     its workers do not move in step."""
-    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
+    return _permutation(n, 0, seed, epoch, rank)
 
 
 def _file_deal(files: ShardFiles, seed: int, epoch: int, world: int) -> list[list[int]]:
     """Each rank's file indices for one epoch: shuffled by (seed, epoch), dealt round-robin."""
-    order = epoch_order(len(files.paths), seed, epoch, rank=-1).tolist()
+    order = _permutation(len(files.paths), 1, seed, epoch).tolist()
     return [order[rank::world] for rank in range(world)]
 
 
@@ -161,7 +165,7 @@ def _read_in_order(paths: Sequence[str], micro: int) -> Iterator[pa.Table]:
     context = DataContext.get_current()
     context.target_max_block_size = BLOCK_BYTES
     context.execution_options.preserve_order = True
-    dataset = ray.data.read_parquet(list(paths), columns=[IMAGE_COLUMN], num_cpus=0.5)
+    dataset = ray.data.read_parquet(list(paths), num_cpus=0.5).select_columns([IMAGE_COLUMN])
     fetch = micro * max(1, FETCH_IMAGES // micro)
     yield from dataset.iter_batches(batch_size=fetch, batch_format="pyarrow", prefetch_batches=2)
 

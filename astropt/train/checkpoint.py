@@ -76,16 +76,14 @@ class Checkpointer:
 
     def save(self, engine: deepspeed.DeepSpeedEngine, step: int, unsent: Points) -> None:
         """Store this rank's shard of the state at `step`, with the metric points not yet in
-        MLflow; rank 0 marks it complete once every rank's files are stored."""
+        MLflow; rank 0 marks it complete once every rank's files are stored. The shard is
+        staged in a local temporary folder and copied (to a folder or an object store)."""
         target = path_of(self.run_dir, step)
         state = {"step": step, "unsent": unsent}
         try:
-            if storage.is_local(target):
-                engine.save_checkpoint(target, tag=TAG, client_state=state)
-            else:
-                with tempfile.TemporaryDirectory(prefix="astropt-ckpt-") as tmp:
-                    engine.save_checkpoint(tmp, tag=TAG, client_state=state)
-                    storage.copy_folder(tmp, target)
+            with tempfile.TemporaryDirectory(prefix="astropt-ckpt-") as tmp:
+                engine.save_checkpoint(tmp, tag=TAG, client_state=state)
+                storage.copy_folder(tmp, target)
         except (OSError, RuntimeError) as error:
             self._remove_partial(target)
             raise CheckpointWriteError(
