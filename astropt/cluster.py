@@ -13,7 +13,7 @@ cluster leaves it behind. A local session left by a killed run is never joined: 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
@@ -33,15 +33,17 @@ LOCAL_JOB_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 @dataclass(frozen=True)
 class Connection:
     """Where this process runs Ray: a line for the user saying which cluster it joined or
-    started, and, when it started a local one, that cluster's recorded session (a fixed-size
-    local cluster, which unlike an autoscaling one cannot grow)."""
+    started, then what connecting stopped (`notes`), and, when it started a local cluster, that
+    cluster's recorded session (a fixed-size local cluster, which unlike an autoscaling one
+    cannot grow)."""
 
     description: str
     session: LocalSession | None = None
     connected_here: bool = True
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return self.description
+        return "\n".join((self.description, *self.notes))
 
     @property
     def started_local(self) -> bool:
@@ -65,11 +67,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Conne
     """Join the cluster at `address` (else RAY_ADDRESS, else a running `ray start` cluster on
     this machine), or start a local cluster of `num_cpus` (default: all) CPUs; `address="local"`
     always starts a new local one. First, leftovers of local clusters that earlier runs on this
-    machine started and died without stopping are stopped, one printed line each."""
+    machine started and died without stopping are stopped, a line each in `notes`."""
     if ray.is_initialized():
         return Connection("already connected to Ray", connected_here=False)
-    for line in stop_leftover_sessions():
-        print(line, flush=True)
+    stopped = tuple(stop_leftover_sessions())
+    return replace(_join_or_start(address, num_cpus), notes=stopped)
+
+
+def _join_or_start(address: str | None, num_cpus: int | None) -> Connection:
     if address == "local":
         return _start_local(num_cpus, note="")
     if address:

@@ -184,6 +184,7 @@ def test_leftovers_of_a_killed_driver_are_stopped_and_no_running_session_is_join
         stopped = [line for line in after.seen if line.startswith("stopped ")]
         assert len(stopped) == 1, after.seen
         assert f"(PID {killed.process.pid})" in stopped[0]
+        assert after.seen.index(first) < after.seen.index(stopped[0]), "which cluster: first"
         assert _running(started) == []
         assert first.startswith("CONNECTED started a local Ray cluster"), first
         assert _running(ours) == []
