@@ -79,12 +79,13 @@ def _identity(process: psutil.Process) -> dict:
     return {"pid": process.pid, "started": process.create_time(), "name": process.name()}
 
 
-def _is_alive(identity: dict) -> bool:
-    """The process recorded as `identity` runs still (same PID, same start time)."""
+def _still_running(identity: dict) -> psutil.Process | None:
+    """The process recorded as `identity`, if it runs still (same PID, same start time)."""
     try:
-        return psutil.Process(identity["pid"]).create_time() == identity["started"]
+        process = psutil.Process(identity["pid"])
+        return process if process.create_time() == identity["started"] else None
     except psutil.NoSuchProcess:
-        return False
+        return None
 
 
 def record_session(session_dir: Path) -> LocalSession:
@@ -167,7 +168,7 @@ def stop_leftover_sessions() -> list[str]:
 
 def _is_current(record: dict) -> bool:
     """The record's driver runs still: its cluster is in use, not left over."""
-    return _same_boot(record) and _is_alive(record["driver"])
+    return _same_boot(record) and _still_running(record["driver"]) is not None
 
 
 def _same_boot(record: dict) -> bool:
@@ -177,8 +178,8 @@ def _same_boot(record: dict) -> bool:
 
 def _stop_leftover(record: dict) -> str | None:
     session_dir = Path(record["session_dir"])
-    recorded = [psutil.Process(r["pid"]) for r in record["processes"] if _is_alive(r)]
-    found = {p.pid: p for p in recorded if belongs_to(p, session_dir)}
+    recorded = [_still_running(identity) for identity in record["processes"]]
+    found = {p.pid: p for p in recorded if p is not None and belongs_to(p, session_dir)}
     found |= {p.pid: p for p in session_processes(session_dir)}
     if not found:
         return None
