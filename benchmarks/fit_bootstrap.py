@@ -1,4 +1,5 @@
-"""Time the parametric scaling-law fit and its bootstrap on synthetic runs from a known law.
+"""Time the parametric scaling-law fit and its bootstrap on synthetic runs from a known law, and
+the whole analysis (every method, as `python -m astropt.fit_scaling` runs it) of a 9-cell sweep.
 
     python benchmarks/fit_bootstrap.py [--points 250] [--resamples 1000] [--init-grid full]
 
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-from astropt.fit_scaling import BESIROGLU_GRID, COARSE_GRID, ChinchillaLaw
+from astropt.fit_scaling import BESIROGLU_GRID, COARSE_GRID, ChinchillaLaw, Settings, analyse
 from astropt.fit_scaling.bootstrap import bootstrap_law
+from astropt.fit_scaling.sources import FitData, cells_frame
 
 # Hoffmann et al. 2022's Approach 3 estimates, as the known law.
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -30,6 +32,25 @@ def synthetic_runs(n_points: int, seed: int) -> tuple[np.ndarray, np.ndarray, np
     D = np.exp(rng.uniform(np.log(1e9), np.log(1e12), n_points))
     loss = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
     return N, D, loss * np.exp(rng.normal(0.0, 0.01, n_points))
+
+
+def nine_cells(seed: int) -> FitData:
+    """3 sizes x 3 FLOP budgets, the shape of the default sweep, 1 % noise on the loss."""
+    rng = np.random.default_rng(seed)
+    N, C = (a.ravel() for a in np.meshgrid((1e7, 4e7, 1.6e8), (1e18, 4e18, 1.6e19)))
+    D = C / (6 * N)
+    loss = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
+    noisy = loss * np.exp(rng.normal(0.0, 0.01, N.size))
+    return FitData("9 cells", cells_frame([f"c{i}" for i in range(N.size)], N, D, noisy))
+
+
+def time_analysis(data: FitData, settings: Settings) -> dict[str, float]:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    analyse(data, settings)
+    return {
+        "seconds": round(time.perf_counter() - start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+    }
 
 
 def main() -> None:
@@ -50,11 +71,13 @@ def main() -> None:
     done, cpu_done = time.perf_counter(), time.process_time()
 
     lo, hi = np.percentile(boot.params, [2.5, 97.5], axis=0)
+    settings = Settings(n_bootstrap=args.resamples, seed=args.seed, init_grid=grid)
+    analysis_9 = time_analysis(nine_cells(args.seed), settings)
     result = {
         "benchmark": "parametric fit + bootstrap over runs",
         "points": args.points,
         "resamples": args.resamples,
-        "failed_resamples": boot.n_failed,
+        "failed_resamples": boot.failures,
         "init_grid_starts": model.n_starts_,
         "fit_seconds": round(fitted - start, 3),
         "bootstrap_seconds": round(done - fitted, 3),
@@ -63,6 +86,7 @@ def main() -> None:
         # CPU time of this process: the machine is shared, so wall time includes waiting.
         "fit_cpu_seconds": round(cpu_fitted - cpu_start, 3),
         "bootstrap_cpu_seconds": round(cpu_done - cpu_fitted, 3),
+        "analysis_9_cells": analysis_9,
         "true": TRUE,
         "fitted": model.params_,
         "interval_95": {k: [lo[i], hi[i]] for i, k in enumerate(TRUE)},

@@ -130,8 +130,18 @@ def test_mlflow_sweep_is_fitted_and_logged_as_nested_fit_run(
     assert run.info.run_name == "fit"
     assert run.data.metrics["fit/alpha"] == pytest.approx(fit["alpha"]["value"])
     assert "isoflop/a" in run.data.metrics and "extrapolation/max_abs_rel_error" in run.data.metrics
+    assert run.data.tags["astropt.status"] == "finished" and run.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.json", "report.txt", "frontier.png", "isoflop.png"} <= artifacts
+    # The headline is on the sweep's parent run too, with the fit run's id.
+    parent = client.get_run(store["grid"])
+    assert parent.data.tags["astropt.fit_run"] == run.info.run_id
+    for name in ("E", "A", "B", "alpha", "beta", "a"):
+        assert parent.data.metrics[f"fit/{name}"] == pytest.approx(fit[name]["value"]), name
+        assert parent.data.metrics[f"fit/{name}_lo"] == pytest.approx(fit[name]["lo"]), name
+        assert parent.data.metrics[f"fit/{name}_hi"] == pytest.approx(fit[name]["hi"]), name
+    assert parent.data.metrics["isoflop/a"] == pytest.approx(document["isoflop"]["a"]["value"])
+    assert "extrapolation/mean_abs_rel_error" in parent.data.metrics
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -10,8 +10,13 @@ added (a saturated star with diffraction spikes, a satellite trail in one band, 
 along an edge), then sky and source Poisson noise plus read noise (Gaussian approximations), and
 finally a Legacy-Survey-style asinh colour stretch maps the fluxes to uint8.
 
-Fluxes are in nanomaggies per pixel of a 64x64 stamp (other sizes keep the same surface
-brightness), so the stretch is photometric: the same galaxy looks the same in every image.
+Stamps are cut to the galaxy: its disc half-light radius is 22% of the stamp's side at the
+median (0.8 px to 40%), so most patches of a 32x32 stamp cut into 8x8 patches lie on the galaxy.
+Version 1 framed galaxies twice as loosely, so three quarters of every stamp was sky, which
+per-patch standardisation turns into unit-variance noise that no model can predict. Fluxes are in
+nanomaggies per pixel of a 32x32 stamp (other sizes keep the same surface brightness), so the
+stretch is photometric: the same galaxy looks the same in every image, and the sky noise per
+pixel is that of version 1 (Legacy-Survey-like depth).
 
 The true parameters are stored as metadata columns (see ``METADATA_FIELDS``): ``sersic_n``
 (bulge), ``r_eff_pix`` (disc half-light radius), ``ellipticity`` (1 - b/a), ``position_angle``
@@ -24,7 +29,7 @@ Galaxy ``i`` depends only on the seed, ``i`` and the image size and bands: its r
 come from a ``SeedSequence(seed, spawn_key=(i // 256,))`` block stream, so shard size and
 ``--n`` change only how many galaxies are written, never what they look like.
 
-    python -m astropt.data.synth --out data/synth --n 100000 --size 64
+    python -m astropt.data.synth --out data/synth --n 100000 --size 32
 """
 
 from __future__ import annotations
@@ -41,10 +46,10 @@ from scipy import fft, special
 
 from astropt.data.schema import SplitWriter, resolve, shard_schema
 
-GENERATOR_VERSION = "1"  # bump whenever the same settings would produce different images
+GENERATOR_VERSION = "2"  # bump whenever the same settings would produce different images
 BLOCK_SIZE = 256  # galaxies per random stream
 CHUNK_PIXELS = 2**17  # galaxies x pixels rendered at once (bounds memory for large stamps)
-REFERENCE_SIZE = 64  # fluxes are per pixel of a stamp this size
+REFERENCE_SIZE = 32  # fluxes are per pixel of a stamp this size
 
 WAVELENGTH_UM = {"u": 0.36, "g": 0.48, "r": 0.62, "i": 0.75, "z": 0.91, "y": 1.0}
 RGB_SCALE = {"u": 8.0, "g": 6.0, "r": 3.4, "i": 2.8, "z": 2.2, "y": 2.0}  # legacypipe-like
@@ -115,7 +120,7 @@ def draw_parameters(rng: np.random.Generator, n: int, size: int) -> Params:
     abs_mag = np.clip(rng.normal(-20.7, 0.9, n) - 0.3 * early, -23.5, -18.0)
     p["mag_r"] = abs_mag + distance_modulus(z)
     size_lum = 10 ** (rng.normal(0, 0.15, n) - 0.1 * (abs_mag + 20.7))
-    p["r_eff_pix"] = np.clip(size * 0.11 * size_lum * (0.05 / z) ** 0.75, 0.8 * scale, 0.3 * size)
+    p["r_eff_pix"] = np.clip(size * 0.22 * size_lum * (0.05 / z) ** 0.75, 0.8 * scale, 0.4 * size)
     cos_i = rng.random(n)
     q_disc = np.sqrt(cos_i**2 * (1 - 0.15**2) + 0.15**2)
     e_early = rng.uniform(0.0, 0.6, n)
@@ -188,7 +193,7 @@ def _draw_surroundings(rng: np.random.Generator, p: Params, size: int) -> None:
     radius, angle = rng.uniform(0.2, 0.45, n) * size, rng.uniform(0, 2 * np.pi, n)
     p["nb_centre"] = p["centre"] + np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
     p["nb_sersic_n"] = rng.uniform(0.8, 4.0, n)
-    p["nb_radius"] = np.clip(p["r_eff_pix"] * np.exp(rng.normal(-0.5, 0.5, n)), 0.7, size / 6)
+    p["nb_radius"] = np.clip(p["r_eff_pix"] * np.exp(rng.normal(-0.5, 0.5, n)), 0.7, size / 4)
     p["nb_q"] = rng.uniform(0.3, 1.0, n)
     p["nb_angle"] = rng.uniform(0, np.pi, n)
     p["nb_mag"] = p["mag_r"] + rng.uniform(-0.5, 3.0, n)
@@ -623,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output directory or URI")
     parser.add_argument("--n", type=int, required=True, help="number of galaxies")
-    parser.add_argument("--size", type=int, default=64, help="image height and width")
+    parser.add_argument("--size", type=int, default=32, help="image height and width")
     parser.add_argument("--bands", default="g,r,z", help="comma separated, from ugrizy")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

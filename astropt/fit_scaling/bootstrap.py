@@ -3,10 +3,9 @@
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.base import clone
 
-from astropt.fit_scaling.errors import FitInputError
-from astropt.fit_scaling.parametric import ChinchillaLaw, theta_to_params
+from astropt.fit_scaling.huber_lse import minimise_each
+from astropt.fit_scaling.parametric import N_PARAMS, ChinchillaLaw, theta_to_params
 
 # Scale of the Gaussian perturbations of the full-data optimum [a, b, e, alpha, beta] used as
 # extra starts per resample (a, b move together with alpha, beta through log N ~ 20).
@@ -28,12 +27,17 @@ class Estimate:
 
 @dataclass(frozen=True)
 class LawBootstrap:
-    """Bootstrap refits of a ChinchillaLaw: ``params`` rows are [E, A, B, alpha, beta]."""
+    """Bootstrap refits of a ChinchillaLaw: ``params`` rows are [E, A, B, alpha, beta];
+    ``failures`` counts the resamples that could not be fitted, by reason."""
 
     params: np.ndarray
     n_resamples: int
-    n_failed: int
+    failures: dict[str, int]
     seed: int
+
+    @property
+    def n_failed(self) -> int:
+        return sum(self.failures.values())
 
 
 def resample_indices(rng: np.random.Generator, groups: np.ndarray) -> np.ndarray:
@@ -55,6 +59,14 @@ def summarise(value: float, samples: np.ndarray, level: float) -> Estimate:
     return Estimate(value=value, se=float(finite.std(ddof=1)), lo=float(lo), hi=float(hi))
 
 
+def _distinct_points(N: np.ndarray, D: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """How many distinct (N, D) points each resample (a row of ``counts``) holds."""
+    _, pair = np.unique(np.stack([N, D], axis=1), axis=0, return_inverse=True)
+    members = np.zeros((counts.shape[0], pair.max() + 1))
+    np.add.at(members.T, pair.ravel(), counts.T)
+    return (members > 0).sum(axis=1)
+
+
 def bootstrap_law(
     model: ChinchillaLaw,
     N: np.ndarray,
@@ -66,24 +78,28 @@ def bootstrap_law(
 ) -> LawBootstrap:
     """Refit ``model`` (already fitted on the full data) on runs resampled with replacement.
 
-    Each resample starts L-BFGS from the full-data optimum plus ``n_perturbed`` Gaussian
-    perturbations of it instead of the whole initialisation grid: a resample's optimum lies near
-    the full-data one, and the grid would cost ~1000x more per resample. Resamples with fewer
-    distinct (N, D) points than parameters cannot be fitted and are counted in ``n_failed``.
+    All resamples are fitted together (huber_lse.minimise_each), each from the full-data optimum
+    plus ``n_perturbed`` Gaussian perturbations of it instead of the whole initialisation grid: a
+    resample's optimum lies near the full-data one. Resamples with fewer distinct (N, D) points
+    than parameters cannot be fitted; they are counted in ``failures``.
     """
     rng = np.random.default_rng(seed)
-    single_group = np.zeros(len(N), dtype=int)
-    rows = []
-    for _ in range(n_resamples):
-        idx = resample_indices(rng, single_group)
-        noise = rng.normal(size=(n_perturbed, model.theta_.size)) * _PERTURBATION_SCALE
-        starts = np.vstack([model.theta_, model.theta_ + noise])
-        try:
-            refit = clone(model).fit(N[idx], D[idx], loss[idx], starts=starts)
-        except FitInputError:
-            continue
-        rows.append(refit.theta_)
-    params = theta_to_params(np.array(rows).reshape(-1, model.theta_.size))
+    n, p = len(N), model.theta_.size
+    counts = np.zeros((n_resamples, n))
+    starts = np.empty((n_resamples, 1 + n_perturbed, p))
+    single_group = np.zeros(n, dtype=int)
+    for i in range(n_resamples):
+        counts[i] = np.bincount(resample_indices(rng, single_group), minlength=n)
+        noise = rng.normal(size=(n_perturbed, p)) * _PERTURBATION_SCALE
+        starts[i] = np.vstack([model.theta_, model.theta_ + noise])
+    fittable = _distinct_points(N, D, counts) >= N_PARAMS
+    log_x, log_y = np.log(np.stack([N, D])), np.log(loss)
+    theta = minimise_each(starts[fittable], log_x, log_y, model.huber_delta, counts[fittable])
+    failed = int((~fittable).sum())
+    reason = f"fewer than {N_PARAMS} distinct (N, D) points"
     return LawBootstrap(
-        params=params, n_resamples=n_resamples, n_failed=n_resamples - len(rows), seed=seed
+        params=theta_to_params(theta.reshape(-1, p)),
+        n_resamples=n_resamples,
+        failures={reason: failed} if failed else {},
+        seed=seed,
     )

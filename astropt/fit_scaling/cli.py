@@ -10,11 +10,12 @@ from pathlib import Path
 from astropt.fit_scaling.analysis import METHODS, Analysis, Settings, analyse
 from astropt.fit_scaling.errors import FitInputError
 from astropt.fit_scaling.mlflow_log import log_fit_run
-from astropt.fit_scaling.mlflow_source import default_tracking_uri, load_mlflow
+from astropt.fit_scaling.mlflow_source import load_mlflow
 from astropt.fit_scaling.parametric import BESIROGLU_GRID, COARSE_GRID
 from astropt.fit_scaling.plots import write_plots
 from astropt.fit_scaling.report import to_dict, to_text
 from astropt.fit_scaling.sources import FitData, TableColumns, load_table
+from astropt.record import Role, Tag, default_tracking_uri
 
 DEFAULT_EXPERIMENT = "astropt-default"
 GRIDS = {"full": BESIROGLU_GRID, "coarse": COARSE_GRID}
@@ -152,5 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = _write(args.out or Path(scratch), analysis, document, text)
         if log:
             run_id = log_fit_run(analysis, files)
-            print(f"fit_scaling: logged MLflow run {run_id} (astropt.role=fit)", file=sys.stderr)
+            print(
+                f"fit_scaling: logged MLflow run {run_id} ({Tag.ROLE}={Role.FIT})", file=sys.stderr
+            )
     return 0

@@ -14,6 +14,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import ThreadpoolController
 
+from astropt.fit_scaling.batch_lm import refine
+
 # L-BFGS-B's default ftol compares the decrease of f with max(|f|, 1), but a summed Huber loss
 # with delta = 1e-3 is itself ~1e-3, so the starts stop early (parameters good to ~1e-4). The
 # best start is therefore polished without the ftol test, until the gradient or the line search
@@ -22,6 +24,12 @@ _POLISH_OPTIONS = {"ftol": 0.0, "gtol": 1e-10, "maxiter": 10_000}
 # L-BFGS-B calls BLAS on 5-vectors; with a multi-threaded BLAS on a busy machine the thread
 # hand-offs cost more than the arithmetic (measured 2-5x slower), so minimise runs single-threaded.
 _BLAS = ThreadpoolController()
+# Start selection by successive halving: every start gets SCREEN_STEPS batched damped steps, the
+# better half goes on for another SCREEN_STEPS, and so on until SHORTLIST starts are left; L-BFGS
+# then runs from those. On the Chinchilla points and on 36 small degenerate tables this found the
+# same optimum (objective within 1e-6, relative) as L-BFGS from every start of the grid.
+SCREEN_STEPS, SHORTLIST = 10, 8
+REFINE_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -86,26 +94,73 @@ def _shift_coefficients(theta: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def minimise(starts: np.ndarray, log_x: np.ndarray, log_y: np.ndarray, delta: float) -> Minimum:
-    """Run L-BFGS from every start, keep the lowest objective, then polish it.
+def _lbfgs(start: np.ndarray, args: tuple, options: dict | None = None) -> tuple[np.ndarray, float]:
+    result = minimize(
+        huber_objective, start, args=args, jac=True, method="L-BFGS-B", options=options
+    )
+    return result.x, float(result.fun)
 
-    The optimisation runs on ln x centred on its mean (starts mapped exactly, the result mapped
-    back): the same law and objective, but without the strong c_i / p_i coupling that
-    ln N ~ 20 creates, so L-BFGS needs about a third fewer evaluations.
+
+def _shortlist(
+    starts: np.ndarray, log_x: np.ndarray, log_y: np.ndarray, delta: float
+) -> np.ndarray:
+    """The SHORTLIST most promising starts, refined, by successive halving (see SCREEN_STEPS)."""
+    candidates = starts
+    while True:
+        refined = refine(candidates, log_x, log_y, delta, iterations=SCREEN_STEPS)
+        order = np.argsort(np.nan_to_num(refined.objective, nan=np.inf), kind="stable")
+        if len(candidates) <= SHORTLIST:
+            return refined.theta[order]
+        candidates = refined.theta[order[: max(SHORTLIST, len(candidates) // 2)]]
+
+
+def minimise(starts: np.ndarray, log_x: np.ndarray, log_y: np.ndarray, delta: float) -> Minimum:
+    """Local optimisation from every start, the lowest objective kept and polished.
+
+    All starts are refined together (batched damped steps, successive halving); L-BFGS runs
+    from the SHORTLIST best, and the best of those is polished. The optimisation runs on ln x
+    centred on its mean (starts mapped exactly, the result mapped back): the same law and
+    objective, without the strong c_i / p_i coupling that ln N ~ 20 creates.
     """
     centre = log_x.mean(axis=1)
     args = (log_x - centre[:, None], log_y, delta)
-    centred_starts = _shift_coefficients(starts, -centre)
-    best_x, best_f = centred_starts[0], np.inf
+    shortlist = _shortlist(_shift_coefficients(starts, -centre), *args)
+    best_x, best_f = shortlist[0], np.inf
     with _BLAS.limit(limits=1, user_api="blas"):
-        for start in centred_starts:
-            result = minimize(huber_objective, start, args=args, jac=True, method="L-BFGS-B")
-            if result.fun < best_f:
-                best_x, best_f = result.x, float(result.fun)
-        polished = minimize(
-            huber_objective, best_x, args=args, jac=True, method="L-BFGS-B", options=_POLISH_OPTIONS
-        )
-    if polished.fun <= best_f:
-        best_x, best_f = polished.x, float(polished.fun)
+        for start in shortlist:
+            x, f = _lbfgs(start, args)
+            if f < best_f:
+                best_x, best_f = x, f
+        polished_x, polished_f = _lbfgs(best_x, args, _POLISH_OPTIONS)
+    if polished_f <= best_f:
+        best_x, best_f = polished_x, polished_f
     theta = _shift_coefficients(best_x, centre)
     return Minimum(theta=theta, objective=best_f, n_starts=len(starts))
+
+
+def minimise_each(
+    starts: np.ndarray, log_x: np.ndarray, log_y: np.ndarray, delta: float, counts: np.ndarray
+) -> np.ndarray:
+    """One fit per row of ``counts`` (m, n): how often each point enters that fit (a bootstrap
+    resample), from that row's starts ``starts[i]`` (s, p). Returns the optima (m, p).
+
+    Every start gets SCREEN_STEPS batched steps, each row's best goes on to convergence; rows
+    that have not converged after REFINE_STEPS are finished by L-BFGS on their points.
+    """
+    m, s, p = starts.shape
+    centre = log_x.mean(axis=1)
+    centred = log_x - centre[:, None]
+    flat = _shift_coefficients(starts.reshape(m * s, p), -centre)
+    screened = refine(
+        flat, centred, log_y, delta, np.repeat(counts, s, axis=0), iterations=SCREEN_STEPS
+    )
+    scores = np.nan_to_num(screened.objective, nan=np.inf).reshape(m, s)
+    best = screened.theta.reshape(m, s, p)[np.arange(m), scores.argmin(axis=1)]
+    final = refine(best, centred, log_y, delta, counts, iterations=REFINE_STEPS)
+    theta = final.theta
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for row in np.flatnonzero(~final.converged):
+            points = np.repeat(np.arange(counts.shape[1]), counts[row].astype(int))
+            args = (centred[:, points], log_y[points], delta)
+            theta[row] = _lbfgs(theta[row], args, _POLISH_OPTIONS)[0]
+    return _shift_coefficients(theta, centre)

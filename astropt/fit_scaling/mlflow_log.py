@@ -1,86 +1,125 @@
-"""Logging a fit as an MLflow run nested under the sweep's parent run (docs/CONTRACTS.md)."""
+"""Logging a fit as an MLflow run (role fit) nested under the sweep's parent run, and copying its
+headline numbers onto the parent. Run handling and the record's names come from astropt.record;
+the fit's own metric names from fit_names."""
 
+import dataclasses
 import math
 from pathlib import Path
 
-import mlflow
+from mlflow.tracking import MlflowClient
 
 from astropt.fit_scaling.analysis import Analysis
 from astropt.fit_scaling.bootstrap import Estimate
+from astropt.fit_scaling.fit_names import (
+    ESTIMATE_SUFFIXES,
+    FIT_RUN_NAME,
+    FitMetric,
+    FitParam,
+    FitTag,
+    allocation_metric,
+    law_metric,
+    power_law_metric,
+)
+from astropt.record import (
+    MetricBuffer,
+    Role,
+    Status,
+    Tag,
+    close_run,
+    log_params,
+    make_client,
+    set_tags,
+)
 
-FIT_TAGS = {"astropt.role": "fit"}
+# The parametric estimates copied onto the sweep's parent run.
+HEADLINE_ESTIMATES = ("E", "A", "B", "alpha", "beta", "a")
 
 
 def _put(metrics: dict[str, float], key: str, est: Estimate) -> None:
     """The estimate and, where known, its se and interval as key, key_se, key_lo, key_hi."""
     metrics[key] = est.value
-    for suffix, value in (("se", est.se), ("lo", est.lo), ("hi", est.hi)):
-        if value is not None:
+    for suffix in ESTIMATE_SUFFIXES:
+        if (value := getattr(est, suffix)) is not None:
             metrics[f"{key}_{suffix}"] = value
 
 
 def headline_metrics(analysis: Analysis) -> dict[str, float]:
-    """Parameters, exponents, allocations and extrapolation errors as flat MLflow metrics."""
+    """What the sweep's parent shows of the fit: the law's parameters and a with their
+    intervals, the IsoFLOP and envelope a, the extrapolation error and the check counts."""
     metrics: dict[str, float] = {}
     if (part := analysis.parametric) is not None:
-        for name, est in part.estimates.items():
-            _put(metrics, f"fit/{name}", est)
-        for alloc in part.allocations:
-            tag = f"{alloc.compute:.3g}".replace("+", "")  # metric names may not contain '+'
-            _put(metrics, f"optimal_{tag}/N_opt", alloc.N_opt)
-            _put(metrics, f"optimal_{tag}/D_opt", alloc.D_opt)
-            _put(metrics, f"optimal_{tag}/loss", alloc.loss)
+        for name in HEADLINE_ESTIMATES:
+            _put(metrics, law_metric(name), part.estimates[name])
     if analysis.isoflop is not None:
-        _put(metrics, "isoflop/a", analysis.isoflop.exponent)
+        _put(metrics, FitMetric.ISOFLOP_A, analysis.isoflop.exponent)
     if analysis.envelope is not None:
-        _put(metrics, "envelope/a", analysis.envelope.frontier.slope)
+        _put(metrics, FitMetric.ENVELOPE_A, analysis.envelope.frontier.slope)
+    if (ext := analysis.extrapolation) is not None:
+        metrics[FitMetric.EXTRAPOLATION_MEAN] = ext.mean_abs_rel_error
+        metrics[FitMetric.EXTRAPOLATION_MAX] = ext.max_abs_rel_error
+    return metrics
+
+
+def fit_metrics(analysis: Analysis) -> dict[str, float]:
+    """The headline plus every estimate, allocation and single-variable law, as flat metrics."""
+    metrics = headline_metrics(analysis)
+    if (part := analysis.parametric) is not None:
+        for name, est in part.estimates.items():
+            _put(metrics, law_metric(name), est)
+        for alloc in part.allocations:
+            for quantity in ("N_opt", "D_opt", "loss"):
+                key = allocation_metric(alloc.compute, quantity)
+                _put(metrics, key, getattr(alloc, quantity))
     for fit in analysis.power_laws:
         coef, exponent = fit.names
-        prefix = f"power_law_{fit.variable}"
-        metrics[f"{prefix}/E"] = fit.E
-        metrics[f"{prefix}/{coef}"] = fit.coef
-        metrics[f"{prefix}/{exponent}"] = fit.exponent
-    if (ext := analysis.extrapolation) is not None:
-        metrics["extrapolation/mean_abs_rel_error"] = ext.mean_abs_rel_error
-        metrics["extrapolation/max_abs_rel_error"] = ext.max_abs_rel_error
+        metrics[power_law_metric(fit.variable, "E")] = fit.E
+        metrics[power_law_metric(fit.variable, coef)] = fit.coef
+        metrics[power_law_metric(fit.variable, exponent)] = fit.exponent
     return metrics
 
 
 def _params(analysis: Analysis) -> dict[str, object]:
     settings, data = analysis.settings, analysis.data
+    fields = dataclasses.asdict(settings)
+    fields.pop("init_grid")
+    fields["methods"] = ",".join(settings.methods)
+    fields["predict_compute"] = ",".join(f"{c:g}" for c in settings.predict_compute)
     return {
-        "methods": ",".join(settings.methods),
-        "n_cells": len(data.cells),
-        "n_excluded": len(data.excluded),
-        "bootstrap_resamples": settings.n_bootstrap,
-        "seed": settings.seed,
-        "interval_level": settings.level,
-        "huber_delta": settings.huber_delta,
-        "init_grid_starts": math.prod(len(v) for v in settings.init_grid.values()),
-        "holdout_fraction": settings.holdout_fraction,
-        "group_tol": settings.group_tol,
+        **fields,
+        FitParam.N_CELLS: len(data.cells),
+        FitParam.N_EXCLUDED: len(data.excluded),
+        FitParam.INIT_GRID_STARTS: math.prod(len(v) for v in settings.init_grid.values()),
     }
 
 
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    buffer = MetricBuffer(client, run_id)
+    buffer.add(0, {str(k): v for k, v in metrics.items() if math.isfinite(v)})
+    if not buffer.flush():
+        raise ConnectionError(f"could not write the fit's metrics to MLflow run {run_id}")
+
+
 def log_fit_run(analysis: Analysis, artifacts: list[Path]) -> str:
-    """Log params, headline metrics and the ``artifacts`` files as a run named ``fit`` tagged
-    astropt.role=fit, nested under the sweep's parent run; returns its run id."""
+    """Log params, metrics and the ``artifacts`` files as a new run named ``fit`` with role
+    fit, nested under the sweep's parent run, whose headline metrics it also sets; returns the
+    fit run's id."""
     origin = analysis.data.mlflow
     if origin is None:
         raise ValueError("the analysis did not come from MLflow")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(origin.tracking_uri)
-    try:
-        with mlflow.start_run(
-            experiment_id=origin.experiment_id,
-            parent_run_id=origin.parent_run_id,
-            run_name="fit",
-            tags=FIT_TAGS,
-        ) as run:
-            mlflow.log_params(_params(analysis))
-            mlflow.log_metrics(headline_metrics(analysis))
-            for path in artifacts:
-                mlflow.log_artifact(str(path))
-            return run.info.run_id
-    finally:
-        mlflow.set_tracking_uri(previous)
+    client = make_client(origin.tracking_uri)
+    tags = {Tag.ROLE: Role.FIT, Tag.STATUS: Status.RUNNING}
+    if origin.parent_run_id:
+        tags[Tag.PARENT] = origin.parent_run_id
+    run = client.create_run(
+        origin.experiment_id, run_name=FIT_RUN_NAME, tags={str(k): str(v) for k, v in tags.items()}
+    )
+    run_id = run.info.run_id
+    log_params(client, run_id, _params(analysis))
+    _log_metrics(client, run_id, fit_metrics(analysis))
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    close_run(client, run_id, Status.FINISHED)
+    if origin.parent_run_id:
+        _log_metrics(client, origin.parent_run_id, headline_metrics(analysis))
+        set_tags(client, origin.parent_run_id, {FitTag.FIT_RUN: run_id})
+    return run_id

@@ -1,60 +1,65 @@
-"""Reading a sweep's cells from MLflow, following docs/CONTRACTS.md ("MLflow record")."""
+"""Reading a sweep's cells from MLflow. Every name in the record (tags, params, metrics, roles,
+statuses) and the paginated run search come from astropt.record."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from astropt.fit_scaling.envelope import Curve
 from astropt.fit_scaling.errors import FitInputError
 from astropt.fit_scaling.sources import Exclusion, FitData, MlflowOrigin, cells_frame
+from astropt.record import (
+    Metric,
+    Param,
+    Role,
+    Status,
+    Tag,
+    experiment_names,
+    find_experiment,
+    find_sweep_run,
+    make_client,
+    search_runs,
+    sqlite_path,
+)
 
-ROLE_TAG, CELL_TAG, STATUS_TAG = "astropt.role", "astropt.cell", "astropt.status"
-PARENT_TAG = "mlflow.parentRunId"
-N_PARAM, D_METRIC, LOSS_METRIC = "n_params", "final/tokens_seen", "final/val_loss"
-VAL_LOSS, TOKENS_SEEN = "val/loss", "tokens_seen"
-STATUS_REASONS = {
-    "diverged": "diverged (astropt.status = diverged)",
-    "failed": "failed (astropt.status = failed)",
-    "running": "not finished (astropt.status = running)",
-    "": "no astropt.status tag",
+# What every finished cell must have, N, D and the loss, as (kind, name).
+REQUIRED = (
+    ("param", Param.N_PARAMS),
+    ("metric", Metric.FINAL_TOKENS_SEEN),
+    ("metric", Metric.FINAL_VAL_LOSS),
+)
+# Cell-table column <- what a cell may also have recorded (NaN when absent or not a number > 0).
+OPTIONAL_PARAMS = {
+    "lr": Param.LR,
+    "lr_multiplier": Param.LR_MULTIPLIER,
+    "unique_tokens": Param.UNIQUE_TOKENS,
+}
+OPTIONAL_METRICS = {
+    "epochs": Metric.FINAL_EPOCHS,
+    "C_6nd": Metric.FINAL_COMPUTE_6ND,
+    "C_attention": Metric.FINAL_COMPUTE_ATTENTION,
 }
 
 
-def default_tracking_uri() -> str:
-    """sqlite:///<absolute path of the working directory>/runs/mlflow.db"""
-    return f"sqlite:///{Path.cwd().resolve() / 'runs' / 'mlflow.db'}"
+def _status_reason(status: str) -> str:
+    """Why a cell with this status tag is not used."""
+    if not status:
+        return f"no {Tag.STATUS} tag"
+    if status not in Status._value2member_map_:
+        return f"unknown {Tag.STATUS} = {status!r}"
+    what = "not finished" if status == Status.RUNNING else status
+    return f"{what} ({Tag.STATUS} = {status})"
 
 
 def _require_store(tracking_uri: str) -> None:
     """Refuse a sqlite URI whose database does not exist (MLflow would silently create it)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise FitInputError(f"no MLflow database at {db} (tracking URI {tracking_uri})")
-
-
-def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    """All active runs matching the filter, newest first, across result pages."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise FitInputError(f"no MLflow database at {db} (tracking URI {tracking_uri})")
 
 
 def _locate(
@@ -70,24 +75,29 @@ def _locate(
             ) from err
         experiment_id = parent.info.experiment_id
         return experiment_id, client.get_experiment(experiment_id).name, parent_run_id
-    found = client.get_experiment_by_name(experiment) if experiment else None
-    if found is None:
-        names = ", ".join(repr(e.name) for e in client.search_experiments()) or "none"
+    experiment_id = find_experiment(client, experiment) if experiment else None
+    if experiment_id is None:
+        names = ", ".join(repr(name) for name in experiment_names(client)) or "none"
         raise FitInputError(
             f"unknown MLflow experiment {experiment!r} at {tracking_uri}; available: {names}"
         )
-    sweeps = _search(client, found.experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'")
-    return found.experiment_id, found.name, (sweeps[0].info.run_id if sweeps else None)
+    return experiment_id, str(experiment), find_sweep_run(client, experiment_id)
+
+
+def _positive(text: object) -> float | None:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _measurements(run: Run) -> tuple[float, float, float] | str:
     """(N, D, loss) of a finished cell, or what is wrong with it."""
     values = []
-    for kind, key, source in (
-        ("param", N_PARAM, run.data.params),
-        ("metric", D_METRIC, run.data.metrics),
-        ("metric", LOSS_METRIC, run.data.metrics),
-    ):
+    for kind, name in REQUIRED:
+        key = str(name)
+        source = run.data.params if kind == "param" else run.data.metrics
         if key not in source:
             return f"finished but has no {kind} {key!r}"
         try:
@@ -100,10 +110,17 @@ def _measurements(run: Run) -> tuple[float, float, float] | str:
     return values[0], values[1], values[2]
 
 
+def _optional(run: Run) -> dict[str, float]:
+    """The optional columns of one cell (NaN where not recorded)."""
+    found = {c: run.data.params.get(key) for c, key in OPTIONAL_PARAMS.items()}
+    found |= {c: run.data.metrics.get(key) for c, key in OPTIONAL_METRICS.items()}
+    return {column: _positive(value) or np.nan for column, value in found.items()}
+
+
 def _curve(client: MlflowClient, run_id: str, cell: str, N: float) -> Curve | None:
     """The val/loss history against tokens_seen, joined on the optimizer step."""
-    loss = client.get_metric_history(run_id, VAL_LOSS)
-    tokens = client.get_metric_history(run_id, TOKENS_SEEN)
+    loss = client.get_metric_history(run_id, Metric.VAL_LOSS)
+    tokens = client.get_metric_history(run_id, Metric.TOKENS_SEEN)
     if not loss or not tokens:
         return None
     frame = pd.merge(
@@ -123,7 +140,7 @@ def load_mlflow(tracking_uri: str, experiment: str | None, parent_run_id: str | 
     excluded with the reason."""
     _require_store(tracking_uri)
     try:
-        return _load(MlflowClient(tracking_uri), tracking_uri, experiment, parent_run_id)
+        return _load(make_client(tracking_uri), tracking_uri, experiment, parent_run_id)
     except MlflowException as err:
         first_line = str(err).strip().splitlines()[0]
         raise FitInputError(f"cannot read MLflow at {tracking_uri}: {first_line}") from err
@@ -133,22 +150,18 @@ def _load(
     client: MlflowClient, tracking_uri: str, experiment: str | None, parent_run_id: str | None
 ) -> FitData:
     experiment_id, name, parent = _locate(client, tracking_uri, experiment, parent_run_id)
-    query = f"tags.`{ROLE_TAG}` = 'cell'"
-    if parent is not None:
-        query += f" and tags.`{PARENT_TAG}` = '{parent}'"
-    runs = _search(client, experiment_id, query)
+    runs = search_runs(client, experiment_id, Role.CELL, parent_run_id=parent)
     where = f"MLflow experiment {name!r}" + (f", sweep run {parent}" if parent else "")
     if not runs:
-        raise FitInputError(f"{where}: no cell runs (tag {ROLE_TAG} = cell)")
+        raise FitInputError(f"{where}: no cell runs (tag {Tag.ROLE} = {Role.CELL})")
     excluded: list[Exclusion] = []
     used: dict[str, tuple[Run, tuple[float, float, float]]] = {}
     for run in runs:  # newest first, so the first finished run of a cell is the one kept
-        cell = run.data.tags.get(CELL_TAG, run.info.run_name or run.info.run_id)
-        status = run.data.tags.get(STATUS_TAG, "")
+        cell = run.data.tags.get(Tag.CELL, run.info.run_name or run.info.run_id)
+        status = run.data.tags.get(Tag.STATUS, "")
         run_id = run.info.run_id
-        if status != "finished":
-            reason = STATUS_REASONS.get(status, f"unknown {STATUS_TAG} = {status!r}")
-            excluded.append(Exclusion(cell, run_id, status, reason))
+        if status != Status.FINISHED:
+            excluded.append(Exclusion(cell, run_id, status, _status_reason(status)))
         elif cell in used:
             newer = used[cell][0].info.run_id
             excluded.append(Exclusion(cell, run_id, status, f"superseded by newer run {newer}"))
@@ -161,10 +174,18 @@ def _load(
         raise FitInputError(f"{where}: no finished cell runs with usable results ({statuses})")
     names = sorted(used, key=lambda c: (used[c][1][0] * used[c][1][1], used[c][1][0]))  # C, N
     N, D, loss = (np.array([used[c][1][k] for c in names]) for k in range(3))
+    optional = pd.DataFrame([_optional(used[c][0]) for c in names])
     curves = (_curve(client, used[c][0].info.run_id, c, used[c][1][0]) for c in names)
     return FitData(
         origin=where,
-        cells=cells_frame(names, N, D, loss, run_ids=[used[c][0].info.run_id for c in names]),
+        cells=cells_frame(
+            names,
+            N,
+            D,
+            loss,
+            run_ids=[used[c][0].info.run_id for c in names],
+            optional={column: optional[column].to_numpy() for column in optional},
+        ),
         excluded=tuple(excluded),
         curves=tuple(c for c in curves if c is not None),
         mlflow=MlflowOrigin(tracking_uri, experiment_id, name, parent),

@@ -1,5 +1,6 @@
 """What the fitter works on (FitData), and reading it from a CSV or Parquet table."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from astropt.fit_scaling.envelope import Curve
 from astropt.fit_scaling.errors import FitInputError, require_positive_finite
 
 CELL_COLUMNS = ("cell", "N", "D", "C", "loss", "budget", "run_id")
+# What a cell may also carry (NaN where unknown): its learning rate and multiplier (one variant
+# of a learning-rate axis), epochs over and unique tokens of its training set, and its compute
+# counted as 6 N D and with the attention term.
+OPTIONAL_COLUMNS = ("lr", "lr_multiplier", "epochs", "unique_tokens", "C_6nd", "C_attention")
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,9 @@ class MlflowOrigin:
 
 @dataclass(frozen=True)
 class FitData:
-    """Cells used by the fits (``cells`` has the columns CELL_COLUMNS; ``budget`` is NaN when
-    unknown, ``run_id`` None for tables), cells left out, and validation curves."""
+    """Cells used by the fits (``cells`` has the columns CELL_COLUMNS + OPTIONAL_COLUMNS;
+    ``budget`` is NaN when unknown, ``run_id`` None for tables), cells left out, and validation
+    curves."""
 
     origin: str
     cells: pd.DataFrame
@@ -62,8 +68,12 @@ def cells_frame(
     loss: np.ndarray,
     budget: np.ndarray | None = None,
     run_ids: list[str] | None = None,
+    optional: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """The cell table with C = 6 N D."""
+    """The cell table with C = 6 N D; ``optional`` columns (OPTIONAL_COLUMNS) are NaN unless
+    given."""
+    unknown = np.full(len(names), np.nan)
+    given = dict(optional or {})
     return pd.DataFrame(
         {
             "cell": names,
@@ -71,10 +81,13 @@ def cells_frame(
             "D": D,
             "C": 6.0 * N * D,
             "loss": loss,
-            "budget": np.full(len(names), np.nan) if budget is None else budget,
+            "budget": unknown if budget is None else budget,
             "run_id": [None] * len(names) if run_ids is None else run_ids,
+            **{
+                name: np.asarray(given.get(name, unknown), dtype=float) for name in OPTIONAL_COLUMNS
+            },
         },
-        columns=list(CELL_COLUMNS),
+        columns=[*CELL_COLUMNS, *OPTIONAL_COLUMNS],
     )
 
 

@@ -177,7 +177,7 @@ def run_all(
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, jobs=by_name), {"CPU": 0, TRIAL_DRIVER: 1}
     )
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search(list(by_name))},
         tune_config=tune.TuneConfig(
@@ -197,7 +197,5 @@ def run_all(
             verbose=0,
         ),
     )
-    tuner.fit()
 
 
-__all__ = ["Driver", "minutes", "run_all"]

@@ -14,11 +14,12 @@ import pandas as pd
 import ray
 import yaml
 
-from astropt.cluster import Connection, Interrupted, connect, stop_on_signals
+from astropt.cluster import Connection, connect
 from astropt.config import DataConfig, ImageConfig
 from astropt.data.synthetic_sets import ensure_synthetic_dataset, expected_split
 from astropt.heartbeat import Board
 from astropt.probe.scale import probe_scale
+from astropt.stopping import Interrupted, call_interruptibly, stop_on_signals
 from astropt.record import (
     Role,
     Status,
@@ -31,7 +32,7 @@ from astropt.record import (
     scrub_uri,
 )
 from astropt.sweep.cells import Cell, expand
-from astropt.sweep.driver import Driver, run_all
+from astropt.sweep.driver import Driver, tuner_for
 from astropt.sweep.estimate import Estimate, sweep_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.progress import Estimator
@@ -41,7 +42,6 @@ from astropt.train.plan import DataFacts
 from astropt.train.run import run_params
 from astropt.train.trainer import RunData, check_data, require_data_cpus_here
 
-INTERRUPTED_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def grid_facts(grid: GridConfig) -> DataFacts:
@@ -142,10 +142,12 @@ def run_grid(grid: GridConfig, *, grid_path: Path | None, address: str | None = 
     parent = open_sweep_run(client, experiment_id, grid.name, grid_text, ray.cluster_resources())
     opened = open_runs(client, experiment_id, parent, cells, data)
     _announce_skipped(opened, cells)
-    code = _train(grid, cells, opened, data, connection) if opened.run_ids else 0
-    if code in INTERRUPTED_EXIT.values():
+    try:
+        if opened.run_ids:
+            _train(grid, cells, opened, data, connection)
+    except Interrupted as stop:
         client.set_terminated(parent, "KILLED")
-        return code
+        return stop.exit_code
     if grid_path is None:
         return _report_single(client, experiment_id, parent, grid, cells[0].name)
     return _finish(grid, client, experiment_id, parent, cells)

@@ -13,6 +13,7 @@ from torch import nn
 
 from astropt.config import TrainConfig
 from astropt.schedule import constant_multiplier, cosine_multiplier, wsd_multiplier
+from astropt.train.ops import prepare_deepspeed_ops
 from astropt.train.plan import TrainPlan
 
 
@@ -62,7 +63,9 @@ def lr_schedule(cfg: TrainConfig, plan: TrainPlan) -> Callable[[int], float]:
 def build_engine(
     model: nn.Module, cfg: TrainConfig, plan: TrainPlan, bf16: bool
 ) -> deepspeed.DeepSpeedEngine:
-    """AdamW (torch's, passed in: DeepSpeed's own optimizers compile C++ ops on CPU)."""
+    """AdamW (torch's, passed in: DeepSpeed's own optimizers compile C++ ops on CPU); no op
+    build at all (`prepare_deepspeed_ops`)."""
+    prepare_deepspeed_ops()
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.training.optim.weight_decay),
         lr=plan.lr,
@@ -97,4 +100,5 @@ def init_world_of_one(backend: str) -> None:
              "MASTER_PORT": str(port)}  # fmt: skip
     for key, value in world.items():
         os.environ.setdefault(key, value)
+    prepare_deepspeed_ops()
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
