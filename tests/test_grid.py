@@ -14,6 +14,7 @@ from astropt.sweep.run import grid_facts
 def expand(grid):
     return expand_with(grid, grid_facts(grid))
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 BASE = {
@@ -71,7 +72,9 @@ def test_tokens_per_param_and_isoflop_budgets(tmp_path):
 
 
 def test_data_facts_without_data_come_from_the_synthetic_spec_or_the_grid(tmp_path):
-    synthetic = expand(load_grid(_write(tmp_path, BASE | {"data": {"synthetic": {"images": 2000}}})))
+    synthetic = expand(
+        load_grid(_write(tmp_path, BASE | {"data": {"synthetic": {"images": 2000}}}))
+    )
     train = synthetic[0].plan.train_images
     assert 1700 < train < 1900 and synthetic[0].plan.unique_tokens == train * 15
     declared = BASE | {"data": {"root": str(tmp_path / "none"), "train_images": 5000}}

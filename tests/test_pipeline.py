@@ -57,9 +57,7 @@ def test_kept_epochs_are_permutations_fixed_by_seed_epoch_and_rank():
 
 def test_in_memory_epochs_are_reorderings_of_the_whole_share(files):
     per_epoch = sum(files.rows) // BATCH
-    epochs = [
-        _take(_stream(files, True, start_batch=e * per_epoch), per_epoch) for e in range(3)
-    ]
+    epochs = [_take(_stream(files, True, start_batch=e * per_epoch), per_epoch) for e in range(3)]
     everything = _every_image(files.uri)
     for batches in epochs:
         assert all(b.shape == (BATCH, *SHAPE) and b.dtype == torch.uint8 for b in batches)

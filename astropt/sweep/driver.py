@@ -20,7 +20,7 @@ from astropt.cluster import TRIAL_DRIVER
 from astropt.heartbeat import Snapshot
 from astropt.record import Role, Status, Tag, make_client, mark
 from astropt.sweep import branching
-from astropt.sweep.progress import Done, Estimator, beat_line, minutes, status_line
+from astropt.sweep.progress import Done, Estimator, beat_line, status_line
 from astropt.sweep.runner import RunJob, run_trial
 from astropt.train.run import close_or_spool, describe_failure
 
@@ -197,5 +197,3 @@ def run_all(
             verbose=0,
         ),
     )
-
-

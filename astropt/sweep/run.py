@@ -19,7 +19,6 @@ from astropt.config import DataConfig, ImageConfig
 from astropt.data.synthetic_sets import ensure_synthetic_dataset, expected_split
 from astropt.heartbeat import Board
 from astropt.probe.scale import probe_scale
-from astropt.stopping import Interrupted, call_interruptibly, stop_on_signals
 from astropt.record import (
     Role,
     Status,
@@ -31,8 +30,9 @@ from astropt.record import (
     require_reachable,
     scrub_uri,
 )
+from astropt.stopping import Interrupted, stop_on_signals
 from astropt.sweep.cells import Cell, expand
-from astropt.sweep.driver import Driver, tuner_for
+from astropt.sweep.driver import Driver
 from astropt.sweep.estimate import Estimate, sweep_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.progress import Estimator
@@ -41,7 +41,6 @@ from astropt.sweep.summary import cell_table, open_sweep_run, write_summary
 from astropt.train.plan import DataFacts
 from astropt.train.run import run_params
 from astropt.train.trainer import RunData, check_data, require_data_cpus_here
-
 
 
 def grid_facts(grid: GridConfig) -> DataFacts:
