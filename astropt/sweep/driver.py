@@ -163,7 +163,15 @@ class Driver(tune.Callback):
             print(f"  (MLflow: {type(error).__name__}: {error})", flush=True)
 
 
-def run_all(
+def trial_resources(job: RunJob) -> dict[str, float]:
+    """A trial that trains in its own process holds its worker's CPUs; one that drives a
+    worker group only the `trial_driver` resource (a CPU held by it would starve small hosts)."""
+    resources = job.cell.resources
+    cpus = resources.cpus_per_worker if resources.in_process else 0
+    return {"CPU": cpus, TRIAL_DRIVER: 1}
+
+
+def tuner_for(
     jobs: Iterable[RunJob],
     driver: Driver,
     *,
@@ -171,11 +179,12 @@ def run_all(
     name: str,
     storage: str,
     max_failures: int,
-) -> None:
-    """Run every job as a Tune trial, FIFO in the given order, no early stopping."""
+) -> tune.Tuner:
+    """Every job as a Tune trial, FIFO in the given order, no early stopping."""
     by_name = {job.cell.name: job for job in jobs}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, jobs=by_name), {"CPU": 0, TRIAL_DRIVER: 1}
+        tune.with_parameters(run_trial, jobs=by_name),
+        lambda config: trial_resources(by_name[config["cell"]]),
     )
     return tune.Tuner(
         trainable,

@@ -30,9 +30,9 @@ from astropt.record import (
     require_reachable,
     scrub_uri,
 )
-from astropt.stopping import Interrupted, stop_on_signals
+from astropt.stopping import Interrupted, call_interruptibly, stop_on_signals
 from astropt.sweep.cells import Cell, expand
-from astropt.sweep.driver import Driver
+from astropt.sweep.driver import Driver, tuner_for
 from astropt.sweep.estimate import Estimate, sweep_estimate
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.progress import Estimator
@@ -179,26 +179,26 @@ def _train(
     estimate: Estimate = sweep_estimate([j.cell for j in jobs], grid.resources)
     estimator = Estimator(estimate.flops_per_s, estimate.startup_s, grid.resources.max_concurrent)
     driver = Driver({job.cell.name: job for job in jobs}, estimator)
-    try:
-        with stop_on_signals():
-            run_all(
-                jobs,
-                driver,
-                max_concurrent=grid.resources.max_concurrent,
-                name=grid.name,
-                storage=grid.storage_path,
-                max_failures=grid.resources.max_failures,
+    tuner = tuner_for(
+        jobs,
+        driver,
+        max_concurrent=grid.resources.max_concurrent,
+        name=grid.name,
+        storage=grid.storage_path,
+        max_failures=grid.resources.max_failures,
+    )
+    with stop_on_signals(connection):
+        try:
+            call_interruptibly(tuner.fit)
+        except Interrupted as stop:
+            names = driver.interrupt()
+            print(
+                f"{stop}: {len(names)} run(s) recorded as interrupted; run the same command "
+                "again to continue them",
+                flush=True,
             )
-    except Interrupted as stop:
-        names = driver.interrupt()
-        print(
-            f"{stop.signal_name}: stopped; {len(names)} run(s) recorded as interrupted, "
-            "resumable: run the same command again",
-            flush=True,
-        )
-        connection.shutdown()
-        return INTERRUPTED_EXIT.get(stop.signal_name, 130)
-    return 0
+            connection.shutdown()
+            raise
 
 
 def _report_single(client, experiment_id: str, parent: str, grid: GridConfig, name: str) -> int:
