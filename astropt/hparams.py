@@ -138,6 +138,11 @@ def resolve(
 def _require_sound(
     training: TrainingConfig, cell: str, steps: int, warmup: int, batch_tokens: int
 ) -> None:
+    if steps < 2:
+        raise RuleError(
+            f"{cell}: tokens: the budget gives {steps} optimizer step(s) of {batch_tokens} "
+            "tokens, too few to warm up and train; raise tokens or lower global_batch_tokens"
+        )
     if steps < training.min_steps:
         raise RuleError(
             f"{cell}: training.min_steps {training.min_steps}: even one image per worker per "

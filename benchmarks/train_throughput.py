@@ -150,7 +150,7 @@ def main() -> None:
         optim=OptimConfig(lr=1e-3), eval_every=10**6, checkpoint_every=10**6, log_every=10,
         eval_batches=1,
     )  # fmt: skip
-    check_data(cfg)
+    check_data(cfg.data, cfg.model.image)
     connect(num_cpus=os.cpu_count())
     tracking = TrackingConfig(uri=f"sqlite:///{work / 'mlflow.db'}", experiment="bench")
     init_world_of_one("gloo")  # for (a2)

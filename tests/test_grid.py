@@ -95,7 +95,7 @@ def test_data_facts_without_data_come_from_the_synthetic_spec_or_the_grid(tmp_pa
             {"sizes": [{"name": "x", "n_layer": 2, "n_head": 3, "n_embd": 32}]},
             "divisible by n_head",
         ),
-        ({"budgets": {"tokens": [10]}}, "1M at 10 tokens: training.min_steps 1: even one image"),
+        ({"budgets": {"tokens": [10]}}, "1M at 10 tokens: tokens: the budget gives 0 optimizer"),
         ({"training": {"lr": "fastest"}}, "training.lr"),
         ({"training": {"warmup": {"fraction": 0.1, "steps": 3}}}, "exactly one of warmup"),
         ({"resources": {"by_size": {"9M": {"workers": 1}}}}, r"by_size: \['9M'\] are not sizes"),

@@ -149,7 +149,7 @@ def trained_on_s3(ray_local, s3, s3_galaxies, tmp_path_factory):
         optim=OptimConfig(lr=2e-3),
         zero_stage=2,  # so that each rank stores its own optimizer shard
     )
-    check_data(cfg)
+    check_data(cfg.data, cfg.model.image)
     tracking = TrackingConfig(
         uri=f"sqlite:///{tmp_path_factory.mktemp('s3run') / 'mlflow.db'}", experiment="s3"
     )

@@ -56,7 +56,7 @@ def trained(ray_local, galaxies, tmp_path_factory):
     """A 2-worker ZeRO-2 run of 60 steps, shared by the assertions below."""
     tmp = tmp_path_factory.mktemp("train")
     cfg = _config(*galaxies)
-    check_data(cfg)
+    check_data(cfg.data, cfg.model.image)
     tracking = TrackingConfig(uri=f"sqlite:///{tmp / 'mlflow.db'}", experiment="t")
     outcome = run_training(
         cfg, ResourcesConfig(workers=2), tracking, name="base", storage_path=str(tmp / "ray")

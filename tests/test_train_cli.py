@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from astropt.data.synthetic_sets import ensure_synthetic_dataset
-from astropt.train.__main__ import main
+from astropt.train.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -42,4 +42,4 @@ def test_empty_shard_set(capsys, tmp_path):
 def test_budget_smaller_than_one_global_batch(capsys, small_set):
     args = ["--tokens", "100", "--data", str(small_set), "--image-size", "32", "--patch-size", "8"]
     assert main(args) == 2
-    assert "tokens: budget 100 is smaller than one global batch" in _error(capsys)
+    assert "1M at 100 tokens: tokens: the budget gives 1 optimizer step(s)" in _error(capsys)

@@ -127,10 +127,9 @@ def run_grid(grid: GridConfig, *, grid_path: Path | None, address: str | None = 
     """Run (or continue) a grid; `grid_path` None: the train command's grid of one cell."""
     require_reachable(grid.tracking.uri)
     ensure_data(grid.data, grid.image)
-    cells = expand(grid, grid_facts(grid))
-    check_data(cells[0].train)
-    data = RunData.read(cells[0].train)
-    cells = expand(grid, data.facts)  # now with the data's own fingerprint
+    check_data(grid.data, grid.image)
+    data = RunData.read(*grid.data.uris())
+    cells = expand(grid, data.facts)
     client = make_client(grid.tracking.uri)
     experiment_id = ensure_experiment(client, grid.tracking.experiment)
     connection = connect(address)

@@ -121,7 +121,7 @@ def run_training(
     """Train `cfg` as the MLflow run `name` and record it; a finished run is not trained again.
     `cfg` holds fixed values (a number for the batch and the
     learning rate); the data must have been checked (`check_data`)."""
-    data = RunData.read(cfg)
+    data = RunData.read(cfg.train_uri, cfg.val_uri)
     plan = make_plan(cfg, resources.workers, data.facts)
     client = make_client(tracking.uri)
     experiment_id = ensure_experiment(client, tracking.experiment)

@@ -15,7 +15,7 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from astropt.cluster import Connection
-from astropt.config import ResourcesConfig, TrainConfig
+from astropt.config import DataConfig, ImageConfig, ResourcesConfig, TrainConfig
 from astropt.data.check import require_valid_split
 from astropt.data.pipeline import ShardFiles
 from astropt.data.schema import ShardSet
@@ -56,11 +56,10 @@ def require_data_cpus_here(
         require_data_cpus(resources, ray.cluster_resources().get("CPU", 0.0), runs_at_once)
 
 
-def check_data(cfg: TrainConfig) -> None:
+def check_data(data: DataConfig, image: ImageConfig) -> None:
     """Refuse bad shards up front, naming every problem with its file and row."""
-    deep = cfg.data.check == "full"
-    shape = cfg.model.image.shape
-    require_valid_split(cfg.train_uri, cfg.val_uri, expected_shape=shape, deep=deep)
+    train, val = data.uris()
+    require_valid_split(train, val, expected_shape=image.shape, deep=data.check == "full")
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,8 @@ class RunData:
     train_files: ShardFiles
 
     @classmethod
-    def read(cls, cfg: TrainConfig) -> RunData:
-        return cls(cls.read_facts(cfg.train_uri, cfg.val_uri), ShardFiles.of(cfg.train_uri))
+    def read(cls, train_uri: str, val_uri: str) -> RunData:
+        return cls(cls.read_facts(train_uri, val_uri), ShardFiles.of(train_uri))
 
     @staticmethod
     def read_facts(train_uri: str, val_uri: str) -> DataFacts:
