@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from astropt.config import ResourcesConfig, TrackingConfig
 from astropt.sweep.cells import expand
+from astropt.sweep.estimate import dry_run
 from astropt.sweep.grid import load_grid
-from astropt.sweep.run import dry_run, run_sweep
+from astropt.sweep.run import grid_facts, run_sweep
 from astropt.train.run import run_training
 
 pytestmark = pytest.mark.slow
@@ -38,10 +39,10 @@ def _grid(tmp: Path, galaxies: tuple[str, str]) -> Path:
 def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
     path = _grid(tmp_path, galaxies)
     grid = load_grid(path)
-    cells = expand(grid)
+    cells = expand(grid, grid_facts(grid))
     trunk, *branches = cells
-    assert trunk.role == "trunk" and trunk.train.checkpoint_at == [8, 16]
-    assert "saving" in dry_run(grid)
+    assert trunk.role == "trunk" and trunk.train.keep_steps == (8, 16)
+    assert "saving" in dry_run(cells, grid.resources)
     assert run_sweep(path) == 0  # every cell finished (trunks are not cells)
 
     client = MlflowClient(grid.tracking.uri)
@@ -65,5 +66,13 @@ def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
     lr = {m.step: m.value for m in client.get_metric_history(branch.info.run_id, "lr")}
     lr_straight = {m.step: m.value for m in client.get_metric_history(straight.run_id, "lr")}
     assert {s: lr[s] for s in lr if s > 16} == {s: lr_straight[s] for s in lr if s > 16}
-    # Stated tolerance: the branch sees the trunk's data order, not the straight run's.
-    assert branch.data.metrics["final/val_loss"] == pytest.approx(straight.final_val_loss, rel=0.03)
+    # The branch continues its trunk's data order, which is the straight run's: same images in
+    # the same order from the same state, so the same loss up to floating-point order.
+    assert branch.data.metrics["final/val_loss"] == pytest.approx(straight.final_val_loss, rel=1e-5)
+
+    # One continuous curve per cell: the trunk's history up to the branch step, once.
+    assert branch.data.tags["astropt.inherited_through"] == "16"
+    val_steps = [m.step for m in client.get_metric_history(branch.info.run_id, "val/loss")]
+    assert sorted(val_steps) == [0, 4, 8, 12, 16, 20] == sorted(set(val_steps))
+    trunk_dir = tmp_path / "ray" / trunk.name
+    assert [p.name for p in sorted(trunk_dir.glob("step_*"))] == ["step_000000016"]

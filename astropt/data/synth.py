@@ -48,6 +48,7 @@ from astropt.data.schema import SplitWriter, resolve, shard_schema
 
 GENERATOR_VERSION = "2"  # bump whenever the same settings would produce different images
 BLOCK_SIZE = 256  # galaxies per random stream
+BRIGHTEST_MAG_R = 14.5  # brighter galaxies saturate whole stamps (a constant image)
 CHUNK_PIXELS = 2**17  # galaxies x pixels rendered at once (bounds memory for large stamps)
 REFERENCE_SIZE = 32  # fluxes are per pixel of a stamp this size
 
@@ -118,7 +119,7 @@ def draw_parameters(rng: np.random.Generator, n: int, size: int) -> Params:
     p["bulge_fraction"] = np.where(early, rng.uniform(0.75, 1.0, n), 0.6 * rng.beta(1.2, 3.0, n))
     p["sersic_n"] = np.where(early, rng.uniform(2.5, 6.0, n), rng.uniform(1.0, 4.0, n))
     abs_mag = np.clip(rng.normal(-20.7, 0.9, n) - 0.3 * early, -23.5, -18.0)
-    p["mag_r"] = abs_mag + distance_modulus(z)
+    p["mag_r"] = np.maximum(abs_mag + distance_modulus(z), BRIGHTEST_MAG_R)
     size_lum = 10 ** (rng.normal(0, 0.15, n) - 0.1 * (abs_mag + 20.7))
     p["r_eff_pix"] = np.clip(size * 0.22 * size_lum * (0.05 / z) ** 0.75, 0.8 * scale, 0.4 * size)
     cos_i = rng.random(n)

@@ -6,7 +6,7 @@ and gives up when the trunk's driver has marked the trunk failed (`FAILED_MARKER
 folder, written when its trial fails for good and cleared when it starts again). A finished
 branch's MLflow run receives the trunk's curve up to the branch step, once, tagged
 `Tag.INHERITED`, so that every cell shows one continuous curve. When every branch of a trunk is
-done its branch points are released, keeping its latest checkpoints only.
+done its branch points are released, keeping its latest checkpoint only.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def inherit_history(client: MlflowClient, trunk_run: str, branch_run: str, step:
     return copied
 
 
-def release_branch_points(trunk_dir: str, keep_latest: int, steps: Iterable[int]) -> None:
-    """Delete a trunk's branch-point checkpoints that are not among its latest ones."""
-    latest = set(checkpoint.complete_steps(trunk_dir)[-keep_latest:])
+def release_branch_points(trunk_dir: str, steps: Iterable[int]) -> None:
+    """Delete a trunk's branch-point checkpoints but its latest one."""
+    latest = set(checkpoint.complete_steps(trunk_dir)[-1:])
     for step in set(steps) - latest:
         storage.remove(checkpoint.path_of(trunk_dir, step))

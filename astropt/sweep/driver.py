@@ -106,8 +106,7 @@ class Driver(tune.Callback):
         branching.inherit_history(client, trunk.run_id, job.run_id, job.cell.branch_step)
         branches = [j for j in self.jobs.values() if j.cell.trunk == trunk.cell.name]
         if all(self.ended.get(j.cell.name, Status.PENDING).done for j in branches):
-            keep = trunk.cell.train.training.keep_checkpoints
-            branching.release_branch_points(trunk.folder, keep, trunk.cell.train.keep_steps)
+            branching.release_branch_points(trunk.folder, trunk.cell.train.keep_steps)
 
     def _measure(self, name: str, wall_s: float) -> None:
         startup = self._snapshot().startup.get(name)

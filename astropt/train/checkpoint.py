@@ -94,14 +94,16 @@ class Checkpointer:
         _barrier()
         if self.rank == 0:
             storage.touch(storage.join(target, COMPLETE), str(step))
-            self._prune(step)
+            self.prune(step, self.keep_latest)
         _barrier()
 
-    def _prune(self, newest: int) -> None:
+    def prune(self, newest: int, keep_latest: int) -> None:
         """Delete complete checkpoints beyond the newest `keep_latest` (branch points stay) and
-        any incomplete one older than `newest`."""
+        any incomplete one older than `newest` (rank 0). A finished run keeps its last only."""
+        if self.rank != 0:
+            return
         done = complete_steps(self.run_dir)
-        keep = set(done[-self.keep_latest :]) | set(self.keep_steps)
+        keep = set(done[-keep_latest:]) | set(self.keep_steps)
         names = storage.list_folders(self.run_dir, PREFIX)
         for step in (int(name.removeprefix(PREFIX)) for name in names):
             stale_partial = step < newest and step not in done

@@ -236,6 +236,7 @@ class WorkerRun:
         if finished:
             state = self.final_state()
             self.recorder.export_weights(state, self.cfg.model)
+            self.checkpointer.prune(self.step, keep_latest=1)  # nothing left to resume
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.recorder.add(self.step, {Metric.PEAK_RSS_MB: peak_rss_mb})
         self.recorder.close({Tag.STEPS_DONE: self.step})
