@@ -102,3 +102,19 @@ def init_world_of_one(backend: str) -> None:
         os.environ.setdefault(key, value)
     prepare_deepspeed_ops()
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
+
+
+def release_world_of_one() -> None:
+    """End the world of one `init_world_of_one` began, through DeepSpeed, which then drops the
+    process groups it cached: the next run in this process (a reused Tune trial) starts clean."""
+    if torch.distributed.is_initialized():
+        deepspeed.comm.destroy_process_group()
+
+
+def align_schedule(engine: deepspeed.DeepSpeedEngine, step: int) -> None:
+    """Set the learning rate to this run's schedule at `step` after loading a checkpoint: the
+    optimizer state holds the rate of the run that saved it, which for a branch started from its
+    trunk is the trunk's constant rate, not the branch's cooldown."""
+    scheduler = engine.lr_scheduler
+    scheduler.last_epoch = step - 1
+    scheduler.step()

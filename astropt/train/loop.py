@@ -26,7 +26,12 @@ from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.record import Metric, Tag
 from astropt.train.checkpoint import Checkpointer
-from astropt.train.engine import build_engine, init_world_of_one
+from astropt.train.engine import (
+    align_schedule,
+    build_engine,
+    init_world_of_one,
+    release_world_of_one,
+)
 from astropt.train.job import WorkerJob
 from astropt.train.recorder import Recorder
 
@@ -107,6 +112,7 @@ class WorkerRun:
         engine_ready = time.time()
         restored = self.checkpointer.restore(self.engine, job.resume_from)
         self.step = restored.step
+        align_schedule(self.engine, self.step)
         self.recorder.carry(restored.unsent)
         self.recorder.tag({Tag.NODE: ray.get_runtime_context().get_node_id()})
         self.heartbeat(Phase.FIRST_BATCH, self.step)
@@ -244,12 +250,20 @@ class WorkerRun:
 
 
 def train_loop_per_worker(config: dict) -> dict:
-    """Train one model to its token budget; returns (rank 0's) outcome for the driver.
-
-    A diverged run stops at once without a checkpoint, so its last good checkpoint stays the
-    latest; its outcome says `diverged`.
-    """
+    """Train one model to its token budget; returns (rank 0's) outcome for the driver. A run in
+    the calling process (`in_process`) releases its world of one however it ends."""
     job: WorkerJob = config["job"]
+    if not job.in_process:
+        return train(job)
+    try:
+        return train(job)
+    finally:
+        release_world_of_one()
+
+
+def train(job: WorkerJob) -> dict:
+    """A diverged run stops at once without a checkpoint, so its last good checkpoint stays the
+    latest; its outcome says `diverged`."""
     run = WorkerRun(job)
     training, plan = run.cfg.training, run.plan
     if training.stall_for_test_s and run.rank == 0:
