@@ -13,13 +13,17 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from astropt.sweep.cells import expand
+from astropt.sweep.cells import expand as expand_with
 from astropt.sweep.grid import load_grid
-from astropt.sweep.run import run_sweep
+from astropt.sweep.run import grid_facts, run_sweep
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def expand(grid):
+    return expand_with(grid, grid_facts(grid))
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3}
 SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 64, "lr": 2e-3}
 
@@ -133,11 +137,12 @@ def test_a_diverging_cell_is_tagged_and_the_others_finish(local_sweep):
 
 
 def _run_grid(path: Path, address: str, *extra: str) -> subprocess.Popen:
+    """The sweep's command in its own process group; its output goes to `<grid>.<n>.log`."""
+    log = path.with_suffix(f".{len(list(path.parent.glob('*.log')))}.log").open("w")
     return subprocess.Popen(
         [sys.executable, str(REPO / "sweeps" / "run_grid.py"), str(path), "--address", address,
          *extra],
-        cwd=path.parent, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=path.parent, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 
@@ -164,7 +169,7 @@ def test_killed_driver_resumes_against_a_server_without_rerunning_finished_cells
     driver.wait()
 
     resumed = _run_grid(path, address, "--resume")
-    assert resumed.wait(timeout=900) == 0
+    assert resumed.wait(timeout=900) == 0, path.with_suffix(".1.log").read_text()[-3000:]
     record = _record(mlflow_server.uri)
     cells = expand(load_grid(path))
     assert set(record) == {c.name for c in cells}
