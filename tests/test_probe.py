@@ -55,13 +55,14 @@ def synth(tmp_path_factory) -> tuple[str, str]:
 
 def _train(train_uri: str) -> AstroPT:
     """A few hundred AdamW steps of next-patch prediction, seeded like the trainer."""
-    tokens = images_to_tokens(torch.from_numpy(_images(train_uri)), CFG.patch_size)
+    tokens = images_to_tokens(torch.from_numpy(_images(train_uri)), CFG.image.patch_size)
     torch.manual_seed(0)
     model = AstroPT(CFG)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
     batches = torch.Generator().manual_seed(0)
     for _ in range(TRAIN_STEPS):
-        _, loss = model(tokens[torch.randint(0, len(tokens), (BATCH,), generator=batches)])
+        batch = tokens[torch.randint(0, len(tokens), (BATCH,), generator=batches)]
+        loss = AstroPT.loss(model(batch), batch[:, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def expand(grid):
     return expand_with(grid, grid_facts(grid))
+
+
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3}
 SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 64, "lr": 2e-3}
 

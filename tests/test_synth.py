@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -111,28 +109,6 @@ def test_galaxies_fill_the_stamp_at_every_size():
         (_, _, meta), *_ = synth.iter_galaxies(256, size, "grz", seed=0)
         ratio = np.median(meta["r_eff_pix"]) / size
         assert 0.12 < ratio < 0.3, size
-
-
-def test_ensure_is_idempotent_and_regenerates(tmp_path):
-    out = tmp_path / "data"
-    train, val = synth.ensure_synthetic_dataset(str(out), 60, SIZE, seed=0, shard_size=16)
-    assert (train, val) == (f"{out}/train", f"{out}/val")
-    first = ShardSet(train).fingerprint()
-    manifest = json.loads((out / synth.MANIFEST).read_text())
-    assert manifest["n"] == 60 and manifest["size"] == SIZE
-    stamp = (out / "train" / "part-00000.parquet").stat().st_mtime_ns
-    assert synth.ensure_synthetic_dataset(str(out), 60, SIZE, seed=0) == (train, val)
-    assert (out / "train" / "part-00000.parquet").stat().st_mtime_ns == stamp
-    synth.ensure_synthetic_dataset(str(out), 80, SIZE, seed=0)
-    assert ShardSet(train).num_rows + ShardSet(val).num_rows == 80
-    assert ShardSet(train).fingerprint() != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folders left
-
-
-def test_ensure_refuses_foreign_folder(tmp_path):
-    (tmp_path / "mine.txt").write_text("not a synthetic data set")
-    with pytest.raises(FileExistsError, match="not a synthetic data set"):
-        synth.ensure_synthetic_dataset(str(tmp_path), 10, SIZE)
 
 
 def test_cli_writes_sets_and_preview(tmp_path, capsys):

@@ -17,8 +17,8 @@ from astropt.config import (
     TrackingConfig,
     TrainConfig,
 )
+from astropt.record import TrackingUnreachable, require_reachable
 from astropt.spool import upload
-from astropt.tracking import TrackingUnreachable, require_reachable
 from astropt.train.run import run_training
 
 pytestmark = pytest.mark.slow
