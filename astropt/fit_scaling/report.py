@@ -201,7 +201,8 @@ def _cell_lines(analysis: Analysis) -> list[str]:
         )
     lines.append(f"Cells excluded ({len(data.excluded)}):")
     for ex in data.excluded:
-        lines.append(f"  {ex.cell} (run {ex.run_id}): {ex.reason}")
+        run = f" (run {ex.run_id})" if ex.run_id else ""
+        lines.append(f"  {ex.cell}{run}: {ex.reason}")
     return lines
 
 
