@@ -142,6 +142,13 @@ def test_mlflow_sweep_is_fitted_and_logged_as_nested_fit_run(
         assert parent.data.metrics[f"fit/{name}_hi"] == pytest.approx(fit[name]["hi"]), name
     assert parent.data.metrics["isoflop/a"] == pytest.approx(document["isoflop"]["a"]["value"])
     assert "extrapolation/mean_abs_rel_error" in parent.data.metrics
+    checks = document["checks"]
+    warnings = sum(c["level"] == "warning" for c in checks)
+    assert parent.data.metrics["checks/warnings"] == warnings
+    assert parent.data.metrics["checks/errors"] == len(checks) - warnings
+    assert parent.data.tags["astropt.fit_checks"] == run.data.tags["astropt.fit_checks"]
+    expected_tag = f"{len(checks) - warnings} error(s), {warnings} warning(s)" if checks else "ok"
+    assert parent.data.tags["astropt.fit_checks"] == expected_tag
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -1,8 +1,9 @@
 """Which training compute drives the IsoFLOP grouping and the compute-optimal allocation.
 
 A cell's compute is recorded two ways: C = 6 N D (N non-embedding parameters, D tokens), and with
-the attention term, C = 6 N D + 6 L T d D (DeepSeek LLM 2024, arXiv:2401.02954, Sec. 3.1, argue
-for the latter: it is what the hardware does, and at small sizes the term is tens of percent).
+the attention term, C = 6 N D + 6 L T d D. DeepSeek LLM 2024 (arXiv:2401.02954) measure model
+scale as non-embedding FLOPs per token with the attention term for this reason: it is what the
+hardware does, and at small sizes the term is tens of percent of 6 N.
 The attention default is the project's choice; without an attention count for every cell the fit
 falls back to 6 N D and says so.
 

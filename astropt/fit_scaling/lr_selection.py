@@ -17,6 +17,7 @@ import pandas as pd
 
 from astropt.fit_scaling.grouping import group_by_tolerance
 from astropt.fit_scaling.sources import Exclusion
+from astropt.record import Status
 
 AXES = ("lr_multiplier", "lr")  # the multiplier when cells record it, else the rate itself
 
@@ -64,7 +65,8 @@ def _groups(cells: pd.DataFrame, rel_tol: float) -> pd.Series:
 
 
 def _status(cells: pd.DataFrame) -> str:
-    return "finished" if cells["run_id"].notna().any() else ""
+    """The status an excluded variant had: finished for runs, none for table rows."""
+    return Status.FINISHED if cells["run_id"].notna().any() else ""
 
 
 def select_learning_rates(
