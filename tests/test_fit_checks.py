@@ -138,3 +138,18 @@ def test_disagreeing_approaches_are_flagged() -> None:
         "the allocation exponent a disagrees beyond its 95% intervals (parametric vs IsoFLOP): "
         f"parametric {a.value:.4g} [{a.lo:.4g}, {a.hi:.4g}], IsoFLOP 0.8 [0.8, 0.8]"
     )
+
+
+def test_small_losses_are_bracketed_by_the_starts() -> None:
+    """astroPT's losses are ~0.3, below the published grid's smallest E (exp(-1) = 0.37): the
+    start grid reaches down to them, so a healthy fit at that scale passes every check."""
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e8, 5), np.geomspace(1e7, 1e10, 5)))
+    loss = 0.25 + 2.0 / N**0.3 + 8.0 / D**0.3
+    noisy = loss * np.exp(np.random.default_rng(5).normal(0.0, 0.003, N.size))
+    data = FitData("astro scale", cells_frame([f"c{i}" for i in range(N.size)], N, D, noisy))
+    settings = Settings(methods=("parametric",), n_bootstrap=200, init_grid=COARSE_GRID)
+    analysis = analyse(data, settings)
+    assert analysis.parametric is not None
+    assert min(analysis.parametric.model.start_axes_["e"]) < np.log(0.25)
+    assert abs(analysis.parametric.model.E_ - 0.25) < 0.025
+    assert analysis.checks == []

@@ -104,7 +104,7 @@ def _magnitudes(analysis: Analysis, part: ParametricResult) -> list[Check]:
 
 
 def _grid_edge(analysis: Analysis, part: ParametricResult) -> list[Check]:
-    grid = analysis.settings.init_grid
+    grid = part.model.start_axes_ or analysis.settings.init_grid
     found = []
     for name, value in zip(THETA_ORDER, part.model.theta_, strict=True):
         low, high = min(grid[name]), max(grid[name])

@@ -99,7 +99,11 @@ def _params(analysis: Analysis) -> dict[str, object]:
         **fields,
         FitParam.N_CELLS: len(data.cells),
         FitParam.N_EXCLUDED: len(data.excluded),
-        FitParam.INIT_GRID_STARTS: math.prod(len(v) for v in settings.init_grid.values()),
+        FitParam.INIT_GRID_STARTS: (
+            analysis.parametric.model.n_starts_
+            if analysis.parametric is not None
+            else math.prod(len(v) for v in settings.init_grid.values())
+        ),
         FitParam.COMPUTE: analysis.compute.used,
         FitParam.DATA_CONSTRAINED: analysis.repetition.applied,
     }
