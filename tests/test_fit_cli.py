@@ -142,6 +142,13 @@ def test_mlflow_sweep_is_fitted_and_logged_as_nested_fit_run(
         assert parent.data.metrics[f"fit/{name}_hi"] == pytest.approx(fit[name]["hi"]), name
     assert parent.data.metrics["isoflop/a"] == pytest.approx(document["isoflop"]["a"]["value"])
     assert "extrapolation/mean_abs_rel_error" in parent.data.metrics
+    checks = document["checks"]
+    warnings = sum(c["level"] == "warning" for c in checks)
+    assert parent.data.metrics["checks/warnings"] == warnings
+    assert parent.data.metrics["checks/errors"] == len(checks) - warnings
+    assert parent.data.tags["astropt.fit_checks"] == run.data.tags["astropt.fit_checks"]
+    expected_tag = f"{len(checks) - warnings} error(s), {warnings} warning(s)" if checks else "ok"
+    assert parent.data.tags["astropt.fit_checks"] == expected_tag
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -253,16 +260,29 @@ def test_table_with_compute_column_runs_selected_methods(
         path, index=False
     )
     argv = ["--table", str(path), "--n-col", "params", "--c-col", "flops", "--loss-col", "L"]
-    assert main([*argv, "--method", "power-law", "--method", "envelope"]) == 0
+    out = tmp_path / "out"
+    assert main([*argv, "--method", "power-law", "--method", "envelope", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    # At fixed D the other term is a constant that adds to E.
-    e_at_d = f"{E + B / 3e9**BETA:.6g}"
+    # At fixed D the other term is a constant that adds to E; the text shows 4 digits ...
+    e_at_d, e_at_n = E + B / 3e9**BETA, E + A / 16e6**ALPHA
     assert (
-        f"L(N) = E + A / N^alpha at D ~ 3e+09 (5 cells): E = {e_at_d}, A = 50, alpha = 0.3" in text
+        f"L(N) = E + A / N^alpha at D ~ 3e+09 (5 cells): E = {e_at_d:.4g}, A = 50, alpha = 0.3"
+        in text
     )
-    e_at_n = f"{E + A / 16e6**ALPHA:.6g}"
     assert (
-        f"L(D) = E + B / D^beta at N ~ 1.6e+07 (4 cells): E = {e_at_n}, B = 200, beta = 0.3" in text
+        f"L(D) = E + B / D^beta at N ~ 1.6e+07 (4 cells): E = {e_at_n:.4g}, B = 200, beta = 0.3"
+        in text
     )
+    # ... and the JSON full precision, which recovers the exact law to 6 digits.
+    laws = json.loads((out / "report.json").read_text())["power_laws"]
+    for law_fit, e_held, coef, exponent in (
+        (laws[0], e_at_d, "A", "alpha"),
+        (laws[1], e_at_n, "B", "beta"),
+    ):
+        assert law_fit["E"] == pytest.approx(e_held, rel=1e-6)
+        assert law_fit[coef] == pytest.approx({"A": A, "B": B}[coef], rel=1e-6)
+        assert law_fit[exponent] == pytest.approx(0.3, rel=1e-6)
     assert "Skipped envelope: needs val/loss histories" in text
     assert "Cells used (20):" in text and "Parametric" not in text
+    assert "Checks: all passed" in text.split("\n\n")[1]
+    assert f"Files written (3):\n  {out / 'loss_vs_compute.png'}\n  {out / 'report.json'}" in text

@@ -28,12 +28,14 @@ class Estimate:
 @dataclass(frozen=True)
 class LawBootstrap:
     """Bootstrap refits of a ChinchillaLaw: ``params`` rows are [E, A, B, alpha, beta];
-    ``failures`` counts the resamples that could not be fitted, by reason."""
+    ``failures`` counts the resamples that could not be fitted, by reason; ``n_unconverged``
+    those whose refit had not converged (kept in ``params``: a flat objective)."""
 
     params: np.ndarray
     n_resamples: int
     failures: dict[str, int]
     seed: int
+    n_unconverged: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -94,7 +96,9 @@ def bootstrap_law(
         starts[i] = np.vstack([model.theta_, model.theta_ + noise])
     fittable = _distinct_points(N, D, counts) >= N_PARAMS
     log_x, log_y = np.log(np.stack([N, D])), np.log(loss)
-    theta = minimise_each(starts[fittable], log_x, log_y, model.huber_delta, counts[fittable])
+    theta, converged = minimise_each(
+        starts[fittable], log_x, log_y, model.huber_delta, counts[fittable]
+    )
     failed = int((~fittable).sum())
     reason = f"fewer than {N_PARAMS} distinct (N, D) points"
     return LawBootstrap(
@@ -102,4 +106,5 @@ def bootstrap_law(
         n_resamples=n_resamples,
         failures={reason: failed} if failed else {},
         seed=seed,
+        n_unconverged=int((~converged).sum()),
     )

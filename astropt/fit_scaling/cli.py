@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from astropt.fit_scaling.analysis import METHODS, Analysis, Settings, analyse
+from astropt.fit_scaling.compute import KINDS
 from astropt.fit_scaling.errors import FitInputError
 from astropt.fit_scaling.mlflow_log import log_fit_run
 from astropt.fit_scaling.mlflow_source import load_mlflow
 from astropt.fit_scaling.parametric import BESIROGLU_GRID, COARSE_GRID
 from astropt.fit_scaling.plots import write_plots
+from astropt.fit_scaling.repetition import MODES
 from astropt.fit_scaling.report import to_dict, to_text
 from astropt.fit_scaling.sources import FitData, TableColumns, load_table
 from astropt.record import Role, Tag, default_tracking_uri
@@ -55,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         ("--c-col", "C", "compute C, used for D = C / (6 N) when the D column is absent"),
         ("--loss-col", "loss", "final loss"),
         ("--budget-col", "budget", "FLOP budget for the IsoFLOP grouping, if present"),
+        ("--lr-col", "lr", "learning rate (or multiplier), if present: a learning-rate axis"),
+        ("--epochs-col", "epochs", "epochs over the training set, if present"),
+        ("--unique-col", "unique_tokens", "unique tokens of the training set, if present"),
+        ("--attention-col", "C_attention", "compute with the attention term, if present"),
     ):
         source.add_argument(
             flag, default=default, metavar="NAME", help=f"table column of {what} ({default})"
@@ -93,6 +99,19 @@ def _parser() -> argparse.ArgumentParser:
         help="relative tolerance within which C (IsoFLOP budgets) or D values are equal (0.1)",
     )
     fit.add_argument(
+        "--compute",
+        choices=KINDS,
+        help="compute for the IsoFLOP grouping and the allocation: 6nd = 6 N D, attention = "
+        "with the attention term (default: attention where every cell has it, else 6nd)",
+    )
+    fit.add_argument(
+        "--data-constrained",
+        choices=MODES,
+        default="auto",
+        help="replace D by the effective data of Muennighoff et al. 2023 for cells that repeat "
+        "their data (auto: when some cell does)",
+    )
+    fit.add_argument(
         "--init-grid",
         choices=GRIDS,
         default="full",
@@ -107,7 +126,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> FitData:
     if args.table is not None:
-        columns = TableColumns(args.n_col, args.d_col, args.c_col, args.loss_col, args.budget_col)
+        columns = TableColumns(
+            args.n_col,
+            args.d_col,
+            args.c_col,
+            args.loss_col,
+            args.budget_col,
+            args.lr_col,
+            args.epochs_col,
+            args.unique_col,
+            args.attention_col,
+        )
         return load_table(args.table, columns)
     experiment = None if args.parent_run else (args.experiment or DEFAULT_EXPERIMENT)
     return load_mlflow(args.tracking_uri or default_tracking_uri(), experiment, args.parent_run)
@@ -123,16 +152,21 @@ def _settings(args: argparse.Namespace) -> Settings:
         holdout_fraction=args.holdout_fraction,
         group_tol=args.group_tol,
         init_grid=GRIDS[args.init_grid],
+        compute=args.compute,
+        data_constrained=args.data_constrained,
     )
 
 
-def _write(out_dir: Path, analysis: Analysis, document: dict[str, object], text: str) -> list[Path]:
-    """report.json, report.txt and the plots; returns the files written."""
+def _write(out_dir: Path, analysis: Analysis, listed: bool) -> tuple[list[Path], dict, str]:
+    """The plots, report.json and report.txt in ``out_dir``; returns the files, the document and
+    the text, which list the files when ``listed``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    reports = [out_dir / "report.json", out_dir / "report.txt"]
-    reports[0].write_text(json.dumps(document, indent=2) + "\n")
-    reports[1].write_text(text)
-    return reports + write_plots(analysis, out_dir)
+    files = [*write_plots(analysis, out_dir), out_dir / "report.json", out_dir / "report.txt"]
+    shown = files if listed else []
+    document, text = to_dict(analysis, shown), to_text(analysis, shown)
+    files[-2].write_text(json.dumps(document, indent=2) + "\n")
+    files[-1].write_text(text)
+    return files, document, text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,13 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FitInputError as err:
         print(f"fit_scaling: error: {err}", file=sys.stderr)
         return 2
-    document, text = to_dict(analysis), to_text(analysis)
-    sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else text)
     log = data.mlflow is not None and not args.no_log
-    if args.out is None and not log:
-        return 0
     with tempfile.TemporaryDirectory() as scratch:
-        files = _write(args.out or Path(scratch), analysis, document, text)
+        if args.out is None and not log:
+            document, text = to_dict(analysis), to_text(analysis)
+        else:
+            out = args.out or Path(scratch)
+            files, document, text = _write(out, analysis, listed=args.out is not None)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else text)
         if log:
             run_id = log_fit_run(analysis, files)
             print(

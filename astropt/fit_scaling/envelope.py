@@ -1,6 +1,7 @@
 """Training-curve envelope (Hoffmann et al. 2022, "Approach 1").
 
-Every logged validation point of a run is placed at compute C = 6 N tokens_seen. Each run's curve
+Every logged validation point of a run is placed at compute C = tokens_seen x FLOPs per token of
+its size (6 N, or with the attention term: compute.ComputeModel). Each run's curve
 is interpolated (linearly in ln C) at log-spaced compute values spanning all runs; at each value
 the lowest loss over the runs covering it is the envelope, and the run reaching it gives the
 loss-optimal N at that compute. N_opt = k C^a is then fitted through those points by least
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from astropt.fit_scaling.compute import ComputeModel
 from astropt.fit_scaling.power_law import LogLogFit, loglog_fit
 
 
@@ -44,24 +46,27 @@ class EnvelopeResult:
         }
 
 
-def _interpolated(curve: Curve, log_grid: np.ndarray) -> np.ndarray:
+def _interpolated(curve: Curve, log_grid: np.ndarray, compute: ComputeModel) -> np.ndarray:
     """The curve's loss at the grid (NaN outside the compute range it covers)."""
     keep = np.isfinite(curve.loss) & (curve.tokens > 0)
-    log_c = np.log(6.0 * curve.N * curve.tokens[keep])
+    log_c = np.log(compute.flops_per_token(curve.N) * curve.tokens[keep])
     order = np.argsort(log_c)
     if order.size == 0:
         return np.full(log_grid.size, np.nan)
     return np.interp(log_grid, log_c[order], curve.loss[keep][order], left=np.nan, right=np.nan)
 
 
-def envelope(curves: list[Curve], n_points: int = 50) -> EnvelopeResult | str:
+def envelope(
+    curves: list[Curve], n_points: int = 50, compute: ComputeModel | None = None
+) -> EnvelopeResult | str:
     """The lower envelope and N_opt(C) through it, or why it cannot be computed."""
-    computes = [6.0 * c.N * c.tokens[c.tokens > 0] for c in curves]
+    compute = compute or ComputeModel()
+    computes = [compute.flops_per_token(c.N) * c.tokens[c.tokens > 0] for c in curves]
     if not curves or not any(c.size for c in computes):
         return "no val/loss history with positive tokens_seen"
     every = np.concatenate(computes)
     log_grid = np.linspace(np.log(every.min()), np.log(every.max()), n_points)
-    table = np.stack([_interpolated(c, log_grid) for c in curves])
+    table = np.stack([_interpolated(c, log_grid, compute) for c in curves])
     covered = np.isfinite(table).any(axis=0)
     table, log_grid = table[:, covered], log_grid[covered]
     best = np.nanargmin(table, axis=0)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from astropt.fit_scaling.bootstrap import Estimate, resample_indices, summarise
+from astropt.fit_scaling.compute import ComputeModel
 from astropt.fit_scaling.grouping import group_by_tolerance
 from astropt.fit_scaling.power_law import LogLogFit, loglog_fit
 
@@ -27,6 +28,7 @@ class Parabola:
     budget: float
     coef: Coef
     N_opt: float
+    D_opt: float
     loss_opt: float
     cells: tuple[str, ...]
 
@@ -37,7 +39,7 @@ class Parabola:
         return {
             "budget": self.budget,
             "N_opt": self.N_opt,
-            "D_opt": self.budget / (6.0 * self.N_opt),
+            "D_opt": self.D_opt,
             "loss_opt": self.loss_opt,
             "parabola_coef_lnN": list(self.coef),
             "cells": list(self.cells),
@@ -121,9 +123,15 @@ def _frontier(fits: dict[float, Coef]) -> LogLogFit | None:
 
 
 def isoflop(
-    cells: pd.DataFrame, rel_tol: float, n_resamples: int, seed: int, level: float
+    cells: pd.DataFrame,
+    rel_tol: float,
+    n_resamples: int,
+    seed: int,
+    level: float,
+    compute: ComputeModel | None = None,
 ) -> IsoflopResult | str:
-    """Run the analysis, or return why it cannot be done (fewer than two usable budgets)."""
+    """Run the analysis, or return why it cannot be done (fewer than two usable budgets).
+    ``compute`` converts a budget and N* into D* (default C = 6 N D)."""
     budget = budgets_of(cells, rel_tol)
     log_n, loss = np.log(cells["N"].to_numpy()), cells["loss"].to_numpy()
     fits, skipped = _fit_budgets(log_n, loss, budget)
@@ -138,6 +146,7 @@ def isoflop(
                 budget=b,
                 coef=coef,
                 N_opt=float(np.exp(x_opt)),
+                D_opt=float((compute or ComputeModel()).tokens(np.exp(x_opt), b)),
                 loss_opt=float(np.polyval(coef, x_opt)),
                 cells=tuple(cells["cell"][budget == b]),
             )

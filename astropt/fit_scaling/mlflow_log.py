@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from astropt.fit_scaling.analysis import Analysis
 from astropt.fit_scaling.bootstrap import Estimate
+from astropt.fit_scaling.checks import ERROR, WARNING
 from astropt.fit_scaling.fit_names import (
     ESTIMATE_SUFFIXES,
     FIT_RUN_NAME,
@@ -57,7 +58,16 @@ def headline_metrics(analysis: Analysis) -> dict[str, float]:
     if (ext := analysis.extrapolation) is not None:
         metrics[FitMetric.EXTRAPOLATION_MEAN] = ext.mean_abs_rel_error
         metrics[FitMetric.EXTRAPOLATION_MAX] = ext.max_abs_rel_error
+    metrics[FitMetric.CHECK_ERRORS] = sum(c.level == ERROR for c in analysis.checks)
+    metrics[FitMetric.CHECK_WARNINGS] = sum(c.level == WARNING for c in analysis.checks)
     return metrics
+
+
+def checks_tag(analysis: Analysis) -> str:
+    """ "ok", or the counts of errors and warnings."""
+    errors = sum(c.level == ERROR for c in analysis.checks)
+    warnings = len(analysis.checks) - errors
+    return f"{errors} error(s), {warnings} warning(s)" if analysis.checks else "ok"
 
 
 def fit_metrics(analysis: Analysis) -> dict[str, float]:
@@ -81,14 +91,21 @@ def fit_metrics(analysis: Analysis) -> dict[str, float]:
 def _params(analysis: Analysis) -> dict[str, object]:
     settings, data = analysis.settings, analysis.data
     fields = dataclasses.asdict(settings)
-    fields.pop("init_grid")
+    for replaced in ("init_grid", FitParam.COMPUTE, FitParam.DATA_CONSTRAINED):
+        fields.pop(replaced)
     fields["methods"] = ",".join(settings.methods)
     fields["predict_compute"] = ",".join(f"{c:g}" for c in settings.predict_compute)
     return {
         **fields,
         FitParam.N_CELLS: len(data.cells),
         FitParam.N_EXCLUDED: len(data.excluded),
-        FitParam.INIT_GRID_STARTS: math.prod(len(v) for v in settings.init_grid.values()),
+        FitParam.INIT_GRID_STARTS: (
+            analysis.parametric.model.n_starts_
+            if analysis.parametric is not None
+            else math.prod(len(v) for v in settings.init_grid.values())
+        ),
+        FitParam.COMPUTE: analysis.compute.used,
+        FitParam.DATA_CONSTRAINED: analysis.repetition.applied,
     }
 
 
@@ -107,7 +124,7 @@ def log_fit_run(analysis: Analysis, artifacts: list[Path]) -> str:
     if origin is None:
         raise ValueError("the analysis did not come from MLflow")
     client = make_client(origin.tracking_uri)
-    tags = {Tag.ROLE: Role.FIT, Tag.STATUS: Status.RUNNING}
+    tags = {Tag.ROLE: Role.FIT, Tag.STATUS: Status.RUNNING, FitTag.FIT_CHECKS: checks_tag(analysis)}
     if origin.parent_run_id:
         tags[Tag.PARENT] = origin.parent_run_id
     run = client.create_run(
@@ -121,5 +138,6 @@ def log_fit_run(analysis: Analysis, artifacts: list[Path]) -> str:
     close_run(client, run_id, Status.FINISHED)
     if origin.parent_run_id:
         _log_metrics(client, origin.parent_run_id, headline_metrics(analysis))
-        set_tags(client, origin.parent_run_id, {FitTag.FIT_RUN: run_id})
+        parent_tags = {FitTag.FIT_RUN: run_id, FitTag.FIT_CHECKS: checks_tag(analysis)}
+        set_tags(client, origin.parent_run_id, parent_tags)
     return run_id

@@ -26,6 +26,21 @@ COARSE_GRID: Mapping[str, Sequence[float]] = {k: v[::2] for k, v in BESIROGLU_GR
 THETA_ORDER = ("a", "b", "e", "alpha", "beta")
 
 
+def start_axes(grid: Mapping[str, Sequence[float]], loss: np.ndarray) -> dict[str, list[float]]:
+    """The grid's axes, the e axis extended downwards in its own step until it passes
+    ln(smallest loss) - 1. E lies below every loss; the published e axis starts at -1
+    (E = 0.37), set for language-model losses of 2-4 nats, so a smaller loss scale (astroPT's
+    Huber losses are ~0.3) would otherwise leave E below every start. Tables whose losses are
+    all 1 or more (Chinchilla's) keep the grid as published."""
+    axes = {name: sorted(values) for name, values in grid.items()}
+    e_axis = axes["e"]
+    step = e_axis[1] - e_axis[0] if len(e_axis) > 1 else 0.5
+    floor = float(np.log(loss.min())) - 1.0
+    while e_axis[0] > floor:
+        e_axis.insert(0, e_axis[0] - step)
+    return axes
+
+
 def theta_to_params(theta: np.ndarray) -> np.ndarray:
     """[a, b, e, alpha, beta] (rows of) -> [E, A, B, alpha, beta]."""
     a, b, e, alpha, beta = np.moveaxis(np.asarray(theta), -1, 0)
@@ -41,10 +56,12 @@ def _as_positive_array(values: object, name: str) -> np.ndarray:
 class ChinchillaLaw(BaseEstimator):
     """L(N, D) = E + A / N^alpha + B / D^beta, fitted on log L with a summed Huber loss.
 
-    ``fit`` runs L-BFGS from every point of ``init_grid`` (default: the Besiroglu et al. grid,
-    5400 starts) or from explicit ``starts``, keeps the best and polishes it. Fitted attributes:
-    ``theta_`` ([a, b, e, alpha, beta] with A = exp(a), B = exp(b), E = exp(e)), ``E_``, ``A_``,
-    ``B_``, ``alpha_``, ``beta_``, ``objective_`` (summed Huber loss), ``n_starts_``.
+    ``fit`` optimises from every point of ``init_grid`` (default: the Besiroglu et al. grid,
+    5400 starts; its e axis extended for small losses, see start_axes) or from explicit
+    ``starts``, keeps the best and polishes it. Fitted attributes: ``theta_`` ([a, b, e, alpha,
+    beta] with A = exp(a), B = exp(b), E = exp(e)), ``E_``, ``A_``, ``B_``, ``alpha_``,
+    ``beta_``, ``objective_`` (summed Huber loss), ``n_starts_``, ``start_axes_`` (the grid's
+    axes as used, None with explicit starts).
     """
 
     def __init__(
@@ -66,9 +83,11 @@ class ChinchillaLaw(BaseEstimator):
                 f"need at least {N_PARAMS} distinct (N, D) points to fit the {N_PARAMS} "
                 f"parameters of L = E + A/N^alpha + B/D^beta, got {distinct}"
             )
+        self.start_axes_ = None
         if starts is None:
             grid = BESIROGLU_GRID if self.init_grid is None else self.init_grid
-            starts = grid_starts([grid[name] for name in THETA_ORDER])
+            self.start_axes_ = start_axes(grid, y)
+            starts = grid_starts([self.start_axes_[name] for name in THETA_ORDER])
         best = minimise(starts, np.log(np.stack([n, d])), np.log(y), self.huber_delta)
         self.theta_ = best.theta
         self.E_, self.A_, self.B_, self.alpha_, self.beta_ = theta_to_params(best.theta).tolist()

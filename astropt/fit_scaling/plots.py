@@ -1,5 +1,6 @@
 """PNG plots of the analysis, drawn on matplotlib's Agg canvas (no display, no pyplot state)."""
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +36,22 @@ def loss_vs_compute(analysis: Analysis, path: Path) -> None:
     cells = analysis.data.cells
     fig, (ax,) = _figure(1)
     colours = _size_colours(cells["N"].to_numpy())
+    compute = analysis.compute.model
     for curve in analysis.data.curves:
-        c = 6.0 * curve.N * curve.tokens
+        c = compute.flops_per_token(curve.N) * curve.tokens
         ax.plot(c, curve.loss, color=colours.to_rgba(curve.N), alpha=0.3, lw=0.8)
     for n, group in cells.groupby("N"):
         colour = colours.to_rgba(n)
         ax.scatter(group["C"], group["loss"], color=colour, s=18, zorder=3)
         if analysis.parametric is not None:
             c = np.geomspace(group["C"].min() / 3.0, group["C"].max() * 3.0, 100)
-            ax.plot(c, analysis.parametric.model.predict(n, c / (6.0 * n)), color=colour, lw=1)
+            law = analysis.parametric.model.predict(n, compute.tokens(n, c))
+            ax.plot(c, law, color=colour, lw=1)
     if analysis.envelope is not None:
         ax.plot(analysis.envelope.compute, analysis.envelope.loss, "k--", lw=1, label="envelope")
         ax.legend()
     fig.colorbar(colours, ax=ax, label="N (parameters)")
-    ax.set(xscale="log", yscale="log", xlabel="compute C = 6 N D (FLOP)", ylabel="loss")
+    ax.set(xscale="log", yscale="log", xlabel=f"compute, {compute.formula} (FLOP)", ylabel="loss")
     ax.set_title("Loss vs compute per model size (lines: fitted law)")
     fig.savefig(path, dpi=120)
 
@@ -77,15 +80,20 @@ def isoflop_curves(part: IsoflopResult, cells: pd.DataFrame, path: Path) -> None
 
 
 def frontier(analysis: Analysis, part: ParametricResult, path: Path) -> None:
-    """N_opt(C) of the parametric law with its bootstrap band, and the other methods' optima."""
-    cells, level = analysis.data.cells, part.level
+    """N_opt(C) of the parametric law with its bootstrap band, and the other methods' optima.
+    A fit with failed checks is drawn grey and dashed, without a band, its first finding in the
+    title: it is not to be read as the frontier."""
+    cells, level, compute = analysis.data.cells, part.level, analysis.compute.model
     fig, (ax,) = _figure(1)
     c_max = max(cells["C"].max(), prediction_computes(analysis.data, analysis.settings).max())
     c = np.geomspace(cells["C"].min(), c_max, 100)
-    best = compute_optimal(theta_to_params(part.model.theta_), c)["N_opt"]
-    ax.plot(c, best, "C0-", label="parametric fit")
-    if part.bootstrap.params.shape[0] >= 2:
-        spread = compute_optimal(part.bootstrap.params, c)["N_opt"]
+    best = compute_optimal(theta_to_params(part.model.theta_), c, compute)["N_opt"]
+    doubtful = bool(analysis.checks)
+    style = "--" if doubtful else "-"
+    colour = "0.5" if doubtful else "C0"
+    ax.plot(c, best, style, color=colour, label="parametric fit")
+    if part.bootstrap.params.shape[0] >= 2 and not doubtful:
+        spread = compute_optimal(part.bootstrap.params, c, compute)["N_opt"]
         tail = 50.0 * (1.0 - level)
         lo, hi = np.percentile(spread, [tail, 100.0 - tail], axis=0)
         ax.fill_between(c, lo, hi, color="C0", alpha=0.25, label=f"bootstrap {100 * level:g}%")
@@ -99,7 +107,12 @@ def frontier(analysis: Analysis, part: ParametricResult, path: Path) -> None:
         ax.scatter(env.compute, env.N, c="C2", s=8, label="envelope")
     ax.scatter(cells["C"], cells["N"], c="0.6", s=8, label="cells")
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOP)", ylabel="N_opt (parameters)")
-    ax.set_title("Compute-optimal model size")
+    if doubtful:
+        first = analysis.checks[0]
+        title = f"Not a reliable frontier: {len(analysis.checks)} check(s) failed\n"
+        ax.set_title(title + textwrap.fill(f"{first.level}: {first.message}", 70), fontsize=9)
+    else:
+        ax.set_title("Compute-optimal model size")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=120)
 

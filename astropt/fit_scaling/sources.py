@@ -52,13 +52,27 @@ class FitData:
 
 @dataclass(frozen=True)
 class TableColumns:
-    """Column names of a table input; D may instead be derived from C as D = C / (6 N)."""
+    """Column names of a table input; D may instead be derived from C as D = C / (6 N). The
+    columns from ``budget`` on are optional."""
 
     n: str = "N"
     d: str = "D"
     c: str = "C"
     loss: str = "loss"
     budget: str = "budget"
+    lr: str = "lr"
+    epochs: str = "epochs"
+    unique_tokens: str = "unique_tokens"
+    c_attention: str = "C_attention"
+
+    def optional(self) -> dict[str, str]:
+        """Cell-table column (OPTIONAL_COLUMNS) <- table column, for those a table may give."""
+        return {
+            "lr": self.lr,
+            "epochs": self.epochs,
+            "unique_tokens": self.unique_tokens,
+            "C_attention": self.c_attention,
+        }
 
 
 def cells_frame(
@@ -133,5 +147,11 @@ def load_table(path: Path, columns: TableColumns) -> FitData:
         )
     loss = _numeric_column(frame, path, columns.loss)
     budget = _numeric_column(frame, path, columns.budget) if columns.budget in frame else None
+    optional = {
+        cell_column: _numeric_column(frame, path, name)
+        for cell_column, name in columns.optional().items()
+        if name in frame
+    }
     names = [f"row {i + 1}" for i in range(len(frame))]
-    return FitData(origin=str(path), cells=cells_frame(names, N, D, loss, budget))
+    cells = cells_frame(names, N, D, loss, budget, optional=optional)
+    return FitData(origin=str(path), cells=cells)
