@@ -334,8 +334,7 @@ class TrainConfig(StrictModel):
 
 
 class ResourcesConfig(StrictModel):
-    """What one run asks of the Ray cluster. A one-worker CPU run trains inside its Tune
-    trial's process (Ray Train's local mode); others get a Ray Train worker group."""
+    """What one run asks of the Ray cluster."""
 
     workers: PositiveInt = 2
     use_gpu: bool = False
@@ -347,9 +346,16 @@ class ResourcesConfig(StrictModel):
         "that lets a worker use the cores it leaves to Ray Data, which are idle between reads",
     )
 
-    @property
-    def in_process(self) -> bool:
-        return self.workers == 1 and not self.use_gpu
+    in_process: bool | None = Field(
+        None,
+        description="train a one-worker CPU run inside its Tune trial's process (Ray Train's "
+        "local mode: no worker group to start); default: on a local cluster this run started, "
+        "not on a cluster it joined (where trials run on the head, which never trains)",
+    )
+
+    def trains_in_process(self, local_cluster: bool) -> bool:
+        wanted = local_cluster if self.in_process is None else self.in_process
+        return wanted and self.workers == 1 and not self.use_gpu
 
 
 class TrackingConfig(StrictModel):

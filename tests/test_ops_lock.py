@@ -24,18 +24,20 @@ OP = "deepspeed_shm_comm"
 ENGINE_START = textwrap.dedent(
     """
     import deepspeed
-    from astropt.config import DataConfig, ModelConfig, TrainConfig
+    from astropt.config import DataConfig, ModelConfig, TrainConfig, TrainingConfig
     from astropt.model import AstroPT
     from astropt.train.engine import build_engine, init_world_of_one
-    from astropt.train.plan import make_plan
+    from astropt.train.plan import DataFacts, make_plan
 
     init_world_of_one("gloo")
     cfg = TrainConfig(
         model=ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=32),
         data=DataConfig(train="unused/train", val="unused/val"),
-        tokens=4 * 16 * 3, global_batch_tokens=16 * 3, micro_batch_images=8,
+        tokens=4 * 16 * 3,
+        training=TrainingConfig(global_batch_tokens=16 * 3, micro_batch_images=8, lr=1e-3),
     )
-    engine = build_engine(AstroPT(cfg.model), cfg, make_plan(cfg, world_size=1), bf16=False)
+    plan = make_plan(cfg, world_size=1, data=DataFacts(None, None))
+    engine = build_engine(AstroPT(cfg.model), cfg, plan, bf16=False)
     print("engine ready; shm op loaded:", deepspeed.comm.comm.cdb.shm_comm_op is not None)
     engine.destroy()
     """

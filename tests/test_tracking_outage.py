@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from astropt.config import (
     DataConfig,
     ModelConfig,
-    OptimConfig,
     ResourcesConfig,
     TrackingConfig,
     TrainConfig,
+    TrainingConfig,
 )
 from astropt.record import TrackingUnreachable, require_reachable
 from astropt.spool import upload
@@ -38,11 +38,9 @@ def _config(galaxies: tuple[str, str]) -> TrainConfig:
         model=ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=64),
         data=DataConfig(train=galaxies[0], val=galaxies[1]),
         tokens=STEPS * 960,
-        optim=OptimConfig(lr=2e-3),
-        eval_every=10,
-        checkpoint_every=10,
-        log_every=5,
-        eval_batches=1,
+        training=TrainingConfig(
+            lr=2e-3, eval_every=10, checkpoint_every=10, log_every=5, eval_batches=1
+        ),
     )
 
 

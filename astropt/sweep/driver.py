@@ -165,8 +165,7 @@ class Driver(tune.Callback):
 def trial_resources(job: RunJob) -> dict[str, float]:
     """A trial that trains in its own process holds its worker's CPUs; one that drives a
     worker group only the `trial_driver` resource (a CPU held by it would starve small hosts)."""
-    resources = job.cell.resources
-    cpus = resources.cpus_per_worker if resources.in_process else 0
+    cpus = job.cell.resources.cpus_per_worker if job.in_process else 0
     return {"CPU": cpus, TRIAL_DRIVER: 1}
 
 

@@ -69,7 +69,7 @@ def run_rate(resources: ResourcesConfig, types: dict[str, NodeType], cpu_rate: f
 def sweep_estimate(cells: list[Cell], resources: SweepResources) -> Estimate:
     gpu = any(c.resources.use_gpu for c in cells)
     rate = run_rate(cells[0].resources, resources.node_types, 0.0 if gpu else cpu_flops_per_s())
-    in_process = all(c.resources.in_process for c in cells)
+    in_process = all(c.resources.trains_in_process(local_cluster=True) for c in cells)
     return Estimate(flops_per_s=rate, startup_s=STARTUP_S[in_process])
 
 
@@ -80,9 +80,9 @@ def rows(cells: list[Cell], resources: SweepResources) -> list[dict[str, object]
     out = []
     for c in cells:
         plan, res = c.plan, c.resources
-        seconds = STARTUP_S[res.in_process] + c.own_compute.attention / run_rate(
-            res, resources.node_types, cpu_rate
-        )
+        seconds = STARTUP_S[
+            res.trains_in_process(local_cluster=not res.use_gpu)
+        ] + c.own_compute.attention / run_rate(res, resources.node_types, cpu_rate)
         epochs = plan.epochs_at(plan.steps)
         out.append(
             {

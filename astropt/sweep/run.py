@@ -152,7 +152,10 @@ def run_grid(grid: GridConfig, *, grid_path: Path | None, address: str | None = 
 
 
 def _require_cpus(connection: Connection, grid: GridConfig, cells: list[Cell]) -> None:
-    streamed = [c for c in cells if not c.plan.data_in_memory or not c.resources.in_process]
+    local = connection.started_local
+    streamed = [
+        c for c in cells if not c.plan.data_in_memory or not c.resources.trains_in_process(local)
+    ]
     for cell in streamed[:1]:
         require_data_cpus_here(connection, cell.resources, grid.resources.max_concurrent)
 
@@ -163,14 +166,15 @@ def _train(
     board = Board.remote()
     jobs = [
         RunJob(
-            cell,
-            opened.run_ids[cell.name],
-            data,
-            grid.tracking,
-            grid.storage_path,
-            grid.resources.max_failures,
-            board,
-            grid.probe,
+            cell=cell,
+            run_id=opened.run_ids[cell.name],
+            data=data,
+            tracking=grid.tracking,
+            storage=grid.storage_path,
+            max_failures=grid.resources.max_failures,
+            board=board,
+            in_process=cell.resources.trains_in_process(connection.started_local),
+            probe=grid.probe,
         )
         for cell in cells
         if cell.name in opened.run_ids

@@ -47,6 +47,7 @@ class RunJob:
     storage: str
     max_failures: int
     board: ray.actor.ActorHandle
+    in_process: bool
     probe: ProbeStep | None = None
 
     @property
@@ -121,6 +122,7 @@ def run_trial(config: dict, jobs: dict[str, RunJob]) -> None:
         tracking_wait_s=job.tracking.final_wait_s,
         resume_from=resume_from,
         board=job.board,
+        in_process=job.in_process,
     )
     with Watchdog(job.board, cell.name, cell.train.training.watchdog):
         outcome = train(worker, cell.resources, job.storage, job.max_failures)

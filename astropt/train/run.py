@@ -140,6 +140,7 @@ def run_training(
         tracking_uri=tracking.uri,
         tracking_wait_s=tracking.final_wait_s,
         resume_from=resume_from,
+        in_process=resources.trains_in_process(local_cluster=True),
     )
     try:
         outcome = train(job, resources, storage_path, max_failures)

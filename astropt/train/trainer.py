@@ -96,6 +96,7 @@ def worker_job(
     storage_path: str,
     tracking_uri: str,
     tracking_wait_s: float,
+    in_process: bool,
     resume_from: str | None = None,
     board: ray.actor.ActorHandle | None = None,
 ) -> WorkerJob:
@@ -110,7 +111,7 @@ def worker_job(
         tracking_uri=tracking_uri,
         tracking_wait_s=tracking_wait_s,
         threads=resources.threads_per_worker or max(1, math.ceil(resources.cpus_per_worker)),
-        in_process=resources.in_process,
+        in_process=in_process,
         submitted_at=time.time(),
         resume_from=resume_from,
         board=board,
