@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 class Phase:
@@ -79,6 +80,23 @@ class Board:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(dict(self.beats), dict(self.stalls), dict(self.startup))
+
+
+def new_board() -> ray.actor.ActorHandle:
+    """A board on this (the driver's) node: it goes when the driver goes, never with a worker
+    node that is lost."""
+    here = ray.get_runtime_context().get_node_id()
+    return Board.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+    ).remote()
+
+
+def snapshot(board: ray.actor.ActorHandle) -> Snapshot:
+    """The board's news; empty if the board cannot be reached (progress is not worth a crash)."""
+    try:
+        return ray.get(board.snapshot.remote(), timeout=30)
+    except (ray.exceptions.RayError, TimeoutError):
+        return Snapshot({}, {}, {})
 
 
 class Heartbeat:

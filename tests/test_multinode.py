@@ -26,6 +26,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from astropt.sweep.cells import expand
+from astropt.sweep.run import grid_facts
 from astropt.sweep.grid import load_grid
 
 pytestmark = pytest.mark.slow
@@ -124,11 +125,12 @@ def cluster():
 
 @contextlib.contextmanager
 def _driver(grid: Path, address: str):
-    """`run_grid.py GRID --address ADDRESS` in a session of its own, killed if still running."""
+    """`run_grid.py GRID --address ADDRESS` in a session of its own, killed if still running;
+    its output goes to `driver.log` beside the grid."""
+    log = (grid.parent / "driver.log").open("w")
     driver = subprocess.Popen(
         [sys.executable, str(REPO / "sweeps" / "run_grid.py"), str(grid), "--address", address],
-        cwd=grid.parent, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=grid.parent, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         yield driver
@@ -213,10 +215,10 @@ def test_a_lost_nodes_cell_finishes_on_the_other_from_the_shared_checkpoint(
     finally:
         held.release()
     assert victims, "no cell checkpointed on the worker node: the test did not lose a node"
-    assert code == 0
+    assert code == 0, (grid.parent / "driver.log").read_text()[-4000:]
     storage = Path(load_grid(grid).storage_path)
     record = _record(grid)
-    cells = {c.name: c for c in expand(load_grid(grid))}
+    cells = {c.name: c for c in expand(load_grid(grid), grid_facts(load_grid(grid)))}
     assert set(record) == set(cells)
     for name, run in record.items():
         assert run["status"] == "finished", name

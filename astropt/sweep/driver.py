@@ -17,7 +17,7 @@ import ray
 from ray import tune
 
 from astropt.cluster import TRIAL_DRIVER
-from astropt.heartbeat import Snapshot
+from astropt.heartbeat import Snapshot, snapshot
 from astropt.record import Role, Status, Tag, make_client, mark
 from astropt.sweep import branching
 from astropt.sweep.progress import Done, Estimator, beat_line, status_line
@@ -69,9 +69,9 @@ class Driver(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         name = trial.config["cell"]
         job = self.jobs[name]
-        snapshot: Snapshot = ray.get(job.board.snapshot.remote())
-        why = snapshot.stalls.get(name) or self._why(trial)
-        beat = snapshot.beats.get(name)
+        news = self._snapshot()
+        why = news.stalls.get(name) or self._why(trial)
+        beat = news.beats.get(name)
         tags = {Tag.ERROR: why} | ({Tag.PHASE: beat.phase} if beat is not None else {})
         self._close(job, Status.FAILED, tags)
         if job.cell.role == Role.TRUNK:
@@ -81,9 +81,9 @@ class Driver(tune.Callback):
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if time.time() - self.last_print >= self.every_s and self.running:
-            snapshot = self._snapshot()
-            lines = [beat_line(n, snapshot.beats[n]) for n in self.running if n in snapshot.beats]
-            self._print("; ".join(lines) or "starting", snapshot)
+            news = self._snapshot()
+            lines = [beat_line(n, news.beats[n]) for n in self.running if n in news.beats]
+            self._print("; ".join(lines) or "starting", news)
 
     # -- what the driver knows -----------------------------------------------------------------
     @property
@@ -115,8 +115,7 @@ class Driver(tune.Callback):
             self.estimator.done.append(Done(own, wall_s, startup))
 
     def _snapshot(self) -> Snapshot:
-        board = next(iter(self.jobs.values())).board
-        return ray.get(board.snapshot.remote())
+        return snapshot(next(iter(self.jobs.values())).board)
 
     @staticmethod
     def _why(trial) -> str:

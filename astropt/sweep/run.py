@@ -17,7 +17,7 @@ import yaml
 from astropt.cluster import Connection, connect
 from astropt.config import DataConfig, ImageConfig
 from astropt.data.synthetic_sets import ensure_synthetic_dataset, expected_split
-from astropt.heartbeat import Board
+from astropt.heartbeat import new_board
 from astropt.probe.scale import probe_scale
 from astropt.record import (
     Role,
@@ -163,7 +163,7 @@ def _require_cpus(connection: Connection, grid: GridConfig, cells: list[Cell]) -
 def _train(
     grid: GridConfig, cells: list[Cell], opened: Opened, data: RunData, connection: Connection
 ) -> int:
-    board = Board.remote()
+    board = new_board()
     jobs = [
         RunJob(
             cell=cell,

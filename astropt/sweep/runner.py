@@ -20,7 +20,7 @@ import ray
 from ray import tune
 
 from astropt.config import TrackingConfig, WatchdogConfig
-from astropt.heartbeat import Phase
+from astropt.heartbeat import Phase, snapshot
 from astropt.probe import ProbeOptions, probe_run
 from astropt.record import Role, Status, Tag, make_client
 from astropt.sweep import branching
@@ -72,7 +72,7 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(WATCH_EVERY_S):
-            beat = ray.get(self.board.snapshot.remote()).beats.get(self.run_name)
+            beat = snapshot(self.board).beats.get(self.run_name)
             message = self.verdict(beat, time.time())
             if message is not None:
                 ray.get(self.board.stall.remote(self.run_name, message))
