@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from astropt.compute import count_parameters
 from astropt.config import ModelConfig
 from astropt.data import synth
-from astropt.model import AstroPT, count_parameters
+from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.schedule import cosine_multiplier
 from astropt.train.engine import param_groups
@@ -97,7 +98,7 @@ def _tokens(n: int, size: int, patch: int, seed: int, start: int = 0) -> torch.T
 @torch.no_grad()
 def _evaluate(model: AstroPT, tokens: torch.Tensor) -> float:
     model.eval()
-    losses = [model(batch)[1] * len(batch) for batch in tokens.split(256)]
+    losses = [model.loss(model(batch), batch[:, 1:]) * len(batch) for batch in tokens.split(256)]
     model.train()
     return float(sum(losses) / len(tokens))
 
@@ -105,13 +106,14 @@ def _evaluate(model: AstroPT, tokens: torch.Tensor) -> float:
 def _train(model: AstroPT, train: torch.Tensor, tokens: float, lr: float) -> None:
     """Plain AdamW loop: 64-image batches cycling through one random order, cosine schedule."""
     batch = 64
-    steps = int(tokens // (batch * model.cfg.block_size))
+    steps = int(tokens // (batch * model.cfg.image.tokens_per_image))
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
     order = torch.randperm(len(train))
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * cosine_multiplier(step, steps, min(25, steps - 1), 0.1)
-        _, loss = model(train[order[(step * batch + torch.arange(batch)) % len(train)]])
+        sequences = train[order[(step * batch + torch.arange(batch)) % len(train)]]
+        loss = model.loss(model(sequences), sequences[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
