@@ -224,6 +224,13 @@ class WatchdogConfig(StrictModel):
     min_s: PositiveFloat = 120.0
 
 
+class StallForTest(StrictModel):
+    """Rank 0 of every run of `size` sleeps `seconds` after its first optimizer step."""
+
+    size: str
+    seconds: PositiveFloat
+
+
 class TrainingConfig(StrictModel):
     """How a model is trained: batch, learning rate, warmup and schedule, evaluation,
     checkpoints. Batch and learning rate take fixed values or rules (resolved per cell by
@@ -245,8 +252,8 @@ class TrainingConfig(StrictModel):
     log_every: PositiveInt = 10
     divergence: DivergenceConfig = DivergenceConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
-    stall_for_test_s: NonNegativeInt = Field(
-        0, description="testing the watchdog: rank 0 sleeps this long before its first step"
+    stall_for_test: StallForTest | None = Field(
+        None, description="testing the watchdog: make runs of one size hang after step 1"
     )
 
 

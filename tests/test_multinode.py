@@ -26,8 +26,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from astropt.sweep.cells import expand
-from astropt.sweep.run import grid_facts
 from astropt.sweep.grid import load_grid
+from astropt.sweep.run import grid_facts
 
 pytestmark = pytest.mark.slow
 

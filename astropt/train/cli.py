@@ -40,7 +40,7 @@ SECTIONS = {
     "tracking": TrackingConfig,
 }
 ALIASES = {"--data-root": ["--data"], "--use-gpu": ["--gpu"]}
-LEFT_OUT = {"data": {"train_images"}, "training": {"stall_for_test_s"}}
+LEFT_OUT = {"data": {"train_images"}, "training": {"stall_for_test"}}
 
 
 def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple]:

@@ -229,6 +229,20 @@ class WorkerRun:
         self.recorder.flush()
         self.recorder.add(self.step, {Metric.CHECKPOINT_S: time.perf_counter() - started})
 
+    def final_summary(self) -> dict[str, float]:
+        """The last evaluation and what the run amounts to, logged at its last step."""
+        plan, compute = self.plan, self.plan.compute
+        summary = {
+            Metric.FINAL_VAL_LOSS: self.evaluate(),
+            Metric.FINAL_TOKENS_SEEN: float(plan.tokens_seen),
+            Metric.FINAL_COMPUTE_6ND: compute.six_nd,
+            Metric.FINAL_COMPUTE_ATTENTION: compute.attention,
+        }
+        if (epochs := plan.epochs_at(self.step)) is not None:
+            summary[Metric.FINAL_EPOCHS] = epochs
+        self.recorder.add(self.step, summary)
+        return summary
+
     def final_state(self) -> dict[str, torch.Tensor]:
         """The full model state in float32 on the CPU (gathered from ZeRO-3 shards)."""
         params = list(self.engine.module.parameters())
@@ -266,32 +280,27 @@ def train(job: WorkerJob) -> dict:
     latest; its outcome says `diverged`."""
     run = WorkerRun(job)
     training, plan = run.cfg.training, run.plan
-    if training.stall_for_test_s and run.rank == 0:
-        time.sleep(training.stall_for_test_s)
     if run.step == 0:
         run.evaluate()  # the untrained model's loss: where every curve starts
+    run.heartbeat(Phase.TRAINING, run.step)
+    summary = None
     while run.step < plan.steps:
         run.train_step()
+        stall = training.stall_for_test
+        if stall and stall.size == run.cfg.model.name and run.step == 1 and run.rank == 0:
+            time.sleep(stall.seconds)
         last = run.step == plan.steps
         if (run.step % training.log_every == 0 or last) and run.log_point():
             run.evaluate()
             run.finish(finished=False)
             return {"diverged": True, "step": run.step}
         if last:
-            final = run.evaluate()
-            compute = plan.compute
-            summary = {
-                Metric.FINAL_VAL_LOSS: final,
-                Metric.FINAL_TOKENS_SEEN: float(plan.tokens_seen),
-                Metric.FINAL_COMPUTE_6ND: compute.six_nd,
-                Metric.FINAL_COMPUTE_ATTENTION: compute.attention,
-            }
-            if (epochs := plan.epochs_at(run.step)) is not None:
-                summary[Metric.FINAL_EPOCHS] = epochs
-            run.recorder.add(run.step, summary)
+            summary = run.final_summary()
         elif run.step % training.eval_every == 0:
             run.evaluate()
         if last or run.step % training.checkpoint_every == 0 or run.step in run.cfg.keep_steps:
             run.save()
+    if summary is None:  # restarted after its last checkpoint: nothing left but the record
+        summary = run.final_summary()
     run.finish(finished=True)
     return {"diverged": False, "step": run.step, **{str(k): v for k, v in summary.items()}}
