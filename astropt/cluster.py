@@ -12,6 +12,7 @@ cluster leaves it behind. A local session left by a killed run is never joined: 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from ray._private.services import find_bootstrap_address, find_gcs_addresses
 
 from astropt.ray_session import LocalSession, record_session, stop_leftover_sessions, stop_session
 
+#: Ray's own log level in this process: its warnings and errors, not its start-up notes.
+QUIET = logging.WARNING
 #: A custom resource that Tune trial drivers claim instead of CPUs: a trial driver only waits on
 #: its workers, and letting it hold a CPU starves them on small machines (2 cores hang).
 TRIAL_DRIVER = "trial_driver"
@@ -78,11 +81,11 @@ def _join_or_start(address: str | None, num_cpus: int | None) -> Connection:
     if address == "local":
         return _start_local(num_cpus, note="")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=QUIET)
         return Connection(f"joined the Ray cluster at {address} (the address given)")
     if os.environ.get("RAY_ADDRESS"):
         target = os.environ["RAY_ADDRESS"]
-        ray.init(address=target, log_to_driver=False)
+        ray.init(address=target, log_to_driver=False, logging_level=QUIET)
         return Connection(f"joined the Ray cluster at {target} (RAY_ADDRESS)")
     recorded = find_bootstrap_address(None)
     if recorded is None:
@@ -90,7 +93,7 @@ def _join_or_start(address: str | None, num_cpus: int | None) -> Connection:
     where = get_ray_address_file(None)
     if recorded not in find_gcs_addresses():
         return _start_local(num_cpus, note=f"; the `ray start` cluster in {where} is not running")
-    ray.init(address=recorded, log_to_driver=False)
+    ray.init(address=recorded, log_to_driver=False, logging_level=QUIET)
     return Connection(f"joined the Ray cluster at {recorded}, started with `ray start` ({where})")
 
 
@@ -102,6 +105,7 @@ def _start_local(num_cpus: int | None, note: str) -> Connection:
         resources={TRIAL_DRIVER: 64},
         include_dashboard=False,
         log_to_driver=False,
+        logging_level=QUIET,
         runtime_env={"env_vars": LOCAL_JOB_ENV},
     )
     session = record_session(Path(ray._private.worker._global_node.get_session_dir_path()))

@@ -297,11 +297,13 @@ class DataConfig(StrictModel):
     def placed(self, image: ImageConfig) -> DataConfig:
         """This configuration with a synthetic set's folder filled in (absolute, decided here
         in the driver: workers run in other directories): `data/synthetic/` named by what makes
-        the set, so two settings never share a folder."""
+        the set (and the generator's version), so two settings never share a folder."""
         if self.synthetic is None or self.root is not None or self.train is not None:
             return self
+        from astropt.data.synth import GENERATOR_VERSION  # numpy and scipy: only when needed
+
         spec = self.synthetic
-        name = f"{image.image_size}px-{spec.images}-seed{spec.seed}"
+        name = f"{image.image_size}px-{spec.images}-seed{spec.seed}-v{GENERATOR_VERSION}"
         return self.model_copy(update={"root": absolute_uri(f"data/synthetic/{name}")})
 
     def uris(self) -> tuple[str, str]:

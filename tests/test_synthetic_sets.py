@@ -8,6 +8,7 @@ import pytest
 
 from astropt.config import DataConfig, ImageConfig
 from astropt.data.schema import ShardSet
+from astropt.data.synth import GENERATOR_VERSION
 from astropt.data.synthetic_sets import (
     MANIFEST,
     DataSetConflict,
@@ -62,7 +63,9 @@ def test_sets_without_a_folder_are_named_by_what_makes_them(tmp_path, monkeypatc
                            ({"images": 100, "seed": 1}, 32))
     ]  # fmt: skip
     assert len(set(placed)) == 4
-    assert placed[0] == str(tmp_path / "data" / "synthetic" / "32px-100-seed0")
+    assert placed[0] == str(
+        tmp_path / "data" / "synthetic" / f"32px-100-seed0-v{GENERATOR_VERSION}"
+    )
 
 
 def test_the_split_is_known_before_the_set_is_made(tmp_path):

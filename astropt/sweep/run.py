@@ -7,6 +7,8 @@ cluster this sweep started; the next run of the same command continues them.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +125,22 @@ def run_sweep(grid_path: Path, *, address: str | None = None) -> int:
     return run_grid(load_grid(grid_path), grid_path=grid_path, address=address)
 
 
+#: Libraries' own progress that would interleave with the sweep's lines: their informational
+#: messages go, their warnings and errors stay.
+QUIET_LOGGERS = ("ray", "mlflow", "alembic")
+
+
+def quiet_libraries() -> None:
+    """No Tune tables, Ray start-up notes or MLflow database messages between the progress
+    lines; warnings and errors still show."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's old reporter, silent at verbose 0
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_grid(grid: GridConfig, *, grid_path: Path | None, address: str | None = None) -> int:
     """Run (or continue) a grid; `grid_path` None: the train command's grid of one cell."""
+    quiet_libraries()
     require_reachable(grid.tracking.uri)
     ensure_data(grid.data, grid.image)
     check_data(grid.data, grid.image)
@@ -135,17 +151,22 @@ def run_grid(grid: GridConfig, *, grid_path: Path | None, address: str | None = 
     connection = connect(address)
     print(connection, flush=True)
     print(f"MLflow: {scrub_uri(grid.tracking.uri)}, experiment {grid.tracking.experiment!r}")
-    _require_cpus(connection, grid, cells)
-    grid_text = grid_path.read_text() if grid_path else yaml.safe_dump(grid.model_dump(mode="json"))
-    parent = open_sweep_run(client, experiment_id, grid.name, grid_text, ray.cluster_resources())
-    opened = open_runs(client, experiment_id, parent, cells, data)
-    _announce_skipped(opened, cells)
     try:
+        _require_cpus(connection, grid, cells)
+        grid_text = (
+            grid_path.read_text() if grid_path else yaml.safe_dump(grid.model_dump(mode="json"))
+        )
+        cluster = ray.cluster_resources()
+        parent = open_sweep_run(client, experiment_id, grid.name, grid_text, cluster)
+        opened = open_runs(client, experiment_id, parent, cells, data)
+        _announce_skipped(opened, cells)
         if opened.run_ids:
             _train(grid, cells, opened, data, connection)
     except Interrupted as stop:
         client.set_terminated(parent, "KILLED")
         return stop.exit_code
+    finally:
+        connection.shutdown()  # a local cluster this run started goes with every process of it
     if grid_path is None:
         return _report_single(client, experiment_id, parent, grid, cells[0].name)
     return _finish(grid, client, experiment_id, parent, cells)
@@ -200,7 +221,6 @@ def _train(
                 "again to continue them",
                 flush=True,
             )
-            connection.shutdown()
             raise
 
 
