@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from mlflow.entities import Metric
 
 from astropt.record import MetricBuffer, logged_through, make_client, set_tags
-from astropt.storage import join, list_files, resolve
+from astropt.storage import exists, join, list_files, resolve
 
 SUFFIX = ".jsonl"
 STATUS_PART = ".status"
@@ -76,15 +76,20 @@ def upload(folder: str, tracking_uri: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Upload and print the points sent per run; an unreachable store or a missing folder is
+    `error: ...` on stderr and exit code 2."""
     parser = argparse.ArgumentParser(
         prog="python -m astropt.spool",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["upload"])
+    parser.add_argument("command", choices=["upload"], help="send a spool's points and tags")
     parser.add_argument("spool", help="spool folder (local path or s3:// URI)")
-    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--tracking-uri", required=True, metavar="URI", help="the MLflow store")
     args = parser.parse_args(argv)
+    if not exists(args.spool):
+        print(f"error: spool folder {args.spool} does not exist", file=sys.stderr)
+        return 2
     try:
         counts = upload(args.spool, args.tracking_uri)
     except (ConnectionError, FileNotFoundError) as error:

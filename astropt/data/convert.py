@@ -1,27 +1,22 @@
-"""Convert real galaxy imagery into train/val shard sets (see :mod:`astropt.data.schema`).
+"""Convert real galaxy imagery into train/val shard sets (the format of astropt.data.schema).
 
 Two sources:
 
-``hf``
-    Parquet files laid out like the Hugging Face data set ``Smith42/galaxies``: an image column
-    of Hugging Face Image structs ``{bytes, path}`` (or plain binary) holding JPEG/PNG bytes, an
-    id column (``dr8_id``) and any scalar columns, which are carried over as metadata. A
-    separate metadata file (Parquet or CSV) can be joined on the id.
-``folder``
+hf
+    Parquet files laid out like the Hugging Face data set Smith42/galaxies: an image column of
+    Hugging Face Image structs {bytes, path} (or plain binary) holding JPEG/PNG bytes, an id
+    column (dr8_id) and any scalar columns, which are carried over as metadata. A separate
+    metadata file (Parquet or CSV) can be joined on the id.
+folder
     A folder tree of PNG/JPEG images; the object id is the path relative to the folder without
-    its suffix (``sub/dir/name``). FITS files are read only when astropy is installed.
+    its suffix (sub/dir/name). FITS files are read only when astropy is installed.
 
 Every image is centre-cropped to a square and resized with a Lanczos filter to S x S, then
-stored channels first as uint8 (3, S, S). The RGB images of the Legacy Survey (and so of
-``Smith42/galaxies``) map the z, r and g bands to red, green and blue; the converter stores
-the channels in wavelength order, so channel 0 = blue = g, 1 = green = r, 2 = red = z, and the
-bands are recorded as ``["g", "r", "z"]``, the same layout the synthetic data uses. FITS cubes
-are read as (g, r, z) fluxes in nanomaggies and stretched like the synthetic images.
-
-Input is streamed (a batch of rows or files at a time); only the ids seen so far are kept, to
-drop repeated ids. An image or file that does not decode is skipped; the report printed at the
-end names each one. A run that writes nothing is an error. Rows go to ``OUT/train`` or
-``OUT/val`` by a hash of their object id (the same rule as the synthetic data).
+stored channels first as uint8 (3, S, S) with bands ["g", "r", "z"] (`astropt.data.inputs`
+says how). Input is streamed (a batch of rows or files at a time); only the ids seen so far are
+kept, to drop repeated ids. An image or file that does not decode is skipped; the report printed
+at the end names each one. A run that writes nothing is an error. Rows go to OUT/train or
+OUT/val by a hash of their object id (the same rule as the synthetic data).
 
     python -m astropt.data.convert hf --input 'galaxies/data/*.parquet' --out data/real --size 64
     python -m astropt.data.convert folder --input cutouts/ --out data/cutouts --size 64
@@ -30,9 +25,8 @@ end names each one. A run that writes nothing is an error. Rows go to ``OUT/trai
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib.util
-import io
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -40,23 +34,26 @@ from pathlib import PurePosixPath
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from astropt.data.schema import ID_COLUMN, IMAGE_COLUMN, SplitWriter, resolve, shard_schema
-
-BANDS = ("g", "r", "z")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz")
-GLOB_CHARACTERS = "*?["
-
-Source = tuple[pafs.FileSystem, str]
-
-
-class ConversionError(RuntimeError):
-    """Nothing could be converted, or the input is unusable."""
+from astropt.data.inputs import (
+    BANDS,
+    FITS_SUFFIXES,
+    IMAGE_SUFFIXES,
+    ConversionError,
+    Source,
+    decode_fits,
+    decode_image,
+    expand_inputs,
+    read_metadata_table,
+    scalar_fields,
+    undecodable,
+    walk,
+)
+from astropt.data.schema import ID_COLUMN, IMAGE_COLUMN, shard_schema
+from astropt.data.writers import SplitWriter
+from astropt.storage import resolve
 
 
 @dataclass(frozen=True)
@@ -90,118 +87,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def to_channels_first(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB image as uint8 (3, size, size) in (g, r, z) = (B, G, R) order: centre crop, resize."""
-    image.draft("RGB", (size, size))  # JPEG: decode at the smallest scale still >= size
-    square = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS)
-    return np.ascontiguousarray(np.asarray(square)[:, :, ::-1].transpose(2, 0, 1))
-
-
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """JPEG/PNG bytes as uint8 (3, size, size); raises on undecodable data."""
-    with Image.open(io.BytesIO(data)) as image:
-        return to_channels_first(image, size)
-
-
-def decode_fits(data: bytes, size: int) -> np.ndarray:
-    """A FITS (g, r, z) flux cube in nanomaggies as uint8 (3, size, size), asinh stretched."""
-    from astropy.io import fits
-
-    from astropt.data.synth import legacy_stretch
-
-    with fits.open(io.BytesIO(data)) as hdus:
-        cube = next((h.data for h in hdus if h.data is not None and h.data.ndim == 3), None)
-        if cube is None or cube.shape[0] != len(BANDS):
-            raise ValueError(f"expected a ({len(BANDS)}, H, W) image cube")
-        planes = [
-            ImageOps.fit(
-                Image.fromarray(np.nan_to_num(plane).astype(np.float32), mode="F"),
-                (size, size),
-                Image.Resampling.LANCZOS,
-            )
-            for plane in cube
-        ]
-    return legacy_stretch(np.stack([np.asarray(p) for p in planes])[None], BANDS)[0]
-
-
-def expand_inputs(specs: Sequence[str], suffixes: Sequence[str]) -> list[Source]:
-    """Files named by paths, folders (searched recursively for `suffixes`) or glob patterns."""
-    found: list[Source] = []
-    for spec in specs:
-        if any(c in spec for c in GLOB_CHARACTERS):
-            found += _glob(spec)
-            continue
-        fs, path = resolve(spec)
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.Directory:
-            found += [(fs, p) for p in _walk(fs, path) if p.lower().endswith(tuple(suffixes))]
-        elif info.type == pafs.FileType.File:
-            found.append((fs, path))
-        else:
-            raise ConversionError(f"{spec} does not exist")
-    return sorted(found, key=lambda source: source[1])
-
-
-def _walk(fs: pafs.FileSystem, root: str) -> list[str]:
-    """All file paths under a folder, sorted."""
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
-
-
-def _glob(spec: str) -> list[Source]:
-    """Files matching a glob pattern (``*`` also crosses folders)."""
-    first = min(spec.index(c) for c in GLOB_CHARACTERS if c in spec)
-    base = spec[:first].rsplit("/", 1)[0] or "/"
-    fs, root = resolve(base)
-    pattern = root.rstrip("/") + spec[len(base.rstrip("/")) :]
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return []
-    return [(fs, p) for p in _walk(fs, root) if fnmatch.fnmatchcase(p, pattern)]
-
-
-def scalar_type(arrow_type: pa.DataType) -> pa.DataType | None:
-    """The metadata type a column is stored as (float64, int64, bool, string), or None."""
-    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-        return pa.float64()
-    if pa.types.is_integer(arrow_type):
-        return pa.int64()
-    if pa.types.is_boolean(arrow_type):
-        return pa.bool_()
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return pa.string()
-    return None
-
-
-def _scalar_fields(schema: pa.Schema, exclude: Sequence[str]) -> tuple[list[pa.Field], list[str]]:
-    """Metadata fields for a schema's scalar columns, and the names of the others."""
-    fields, others = [], []
-    for column in schema:
-        if column.name in exclude:
-            continue
-        kind = scalar_type(column.type)
-        if kind is None:
-            others.append(column.name)
-        else:
-            fields.append(pa.field(column.name, kind))
-    return fields, others
-
-
-def read_metadata_table(path: str, join_on: str) -> pa.Table:
-    """A Parquet or CSV metadata file's scalar columns, the join key cast to string."""
-    fs, location = resolve(path)
-    if location.lower().endswith(".csv"):
-        with fs.open_input_stream(location) as handle:
-            table = pa_csv.read_csv(handle)
-    else:
-        table = pq.read_table(location, filesystem=fs)
-    if join_on not in table.column_names:
-        raise ConversionError(f"metadata file {path} has no column {join_on!r}")
-    fields, _ = _scalar_fields(table.schema, [join_on])
-    key = table.column(join_on).cast(pa.string())
-    columns = [table.column(f.name).cast(f.type) for f in fields]
-    return pa.table([key, *columns], names=[join_on, *(f.name for f in fields)])
-
-
 class _Converter:
     """Shared state of one conversion: the writer, the report and the ids seen so far."""
 
@@ -228,13 +113,6 @@ class _Converter:
         if not sum(self.report.written.values()):
             raise ConversionError(f"nothing was converted\n{self.report}")
         return self.report
-
-
-def _undecodable(error: Exception) -> str:
-    """A skip reason for an image that failed to decode."""
-    if isinstance(error, UnidentifiedImageError):
-        return "undecodable image: not a recognised image format"
-    return f"undecodable image: {error}"
 
 
 def _image_bytes(column: pa.Array) -> pa.Array:
@@ -281,7 +159,7 @@ def convert_hf(
     shard_size: int = 1024,
     batch_size: int = 256,
 ) -> ConversionReport:
-    """Convert Parquet files in the ``Smith42/galaxies`` layout; see the module docstring."""
+    """Convert Parquet files in the Smith42/galaxies layout; see the module docstring."""
     sources = expand_inputs(inputs, (".parquet",))
     if not sources:
         raise ConversionError(f"no Parquet files in {', '.join(inputs)}")
@@ -315,7 +193,7 @@ def _input_fields(
                 schema = pq.ParquetFile(handle).schema_arrow
         except (OSError, pa.ArrowException):
             continue
-        fields, others = _scalar_fields(schema, exclude)
+        fields, others = scalar_fields(schema, exclude)
         if others:
             report.notes.append(f"columns not carried over (not scalar): {', '.join(others)}")
         return fields
@@ -343,7 +221,7 @@ def _decode_batch(
         try:
             image = decode_image(data, size)
         except Exception as error:  # any decoder failure skips just this row
-            converter.skip(path, first + index, _undecodable(error))
+            converter.skip(path, first + index, undecodable(error))
             continue
         if converter.accept(object_id, path, first + index):
             kept_ids.append(object_id)
@@ -387,7 +265,7 @@ def convert_folder(
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise ConversionError(f"{input_dir} is not a folder")
     report = ConversionReport()
-    paths = _walk(fs, root)
+    paths = walk(fs, root)
     image_paths = [p for p in paths if p.lower().endswith(IMAGE_SUFFIXES)]
     fits_paths = [p for p in paths if p.lower().endswith(FITS_SUFFIXES)]
     if len(paths) > len(image_paths) + len(fits_paths):
@@ -426,60 +304,77 @@ def _read_image_file(
         with fs.open_input_file(path) as handle:
             return decode(handle.read(), size)
     except Exception as error:  # any read or decode failure skips just this file
-        converter.skip(path, None, _undecodable(error))
+        converter.skip(path, None, undecodable(error))
         return None
 
 
 def _relative_stem(root: str, path: str) -> str:
-    """``sub/dir/name`` for ``root/sub/dir/name.png`` (or ``.fits.gz`` and the like)."""
+    """`sub/dir/name` for `root/sub/dir/name.png` (or `.fits.gz` and the like)."""
     relative = str(PurePosixPath(path).relative_to(root.rstrip("/") or "/"))
     suffixes = sorted(IMAGE_SUFFIXES + FITS_SUFFIXES, key=len, reverse=True)
     suffix = next(s for s in suffixes if relative.lower().endswith(s))
     return relative[: -len(suffix)]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``hf`` or ``folder`` conversion; prints the report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="source", required=True)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m astropt.data.convert",
+        description="Convert real galaxy imagery into train/val shard sets: Parquet files laid "
+        "out like Smith42/galaxies (hf) or a folder tree of PNG/JPEG/FITS images (folder).",
+    )
+    commands = parser.add_subparsers(dest="source", required=True, metavar="{hf,folder}")
     hf = commands.add_parser("hf", help="Parquet files laid out like Smith42/galaxies")
-    hf.add_argument("--input", nargs="+", required=True, help="Parquet file(s), folder or glob")
-    hf.add_argument("--id-column", default="dr8_id")
-    hf.add_argument("--image-column", default="image")
-    hf.add_argument("--metadata", help="Parquet or CSV file of extra columns to join")
-    hf.add_argument("--join-on", help="key column of --metadata (default: the id column)")
-    folder = commands.add_parser("folder", help="a folder tree of PNG/JPEG images")
-    folder.add_argument("--input", required=True, help="the folder")
+    hf.add_argument(
+        "--input", nargs="+", required=True, metavar="PATH", help="Parquet files, folders or globs"
+    )
+    hf.add_argument("--id-column", default="dr8_id", metavar="NAME", help="object ids (dr8_id)")
+    hf.add_argument("--image-column", default="image", metavar="NAME", help="images (image)")
+    hf.add_argument("--metadata", metavar="PATH", help="Parquet or CSV file of columns to join")
+    hf.add_argument("--join-on", metavar="NAME", help="key column of --metadata (the id column)")
+    folder = commands.add_parser("folder", help="a folder tree of PNG/JPEG (and FITS) images")
+    folder.add_argument("--input", required=True, metavar="PATH", help="the folder")
     for command in (hf, folder):
-        command.add_argument("--out", required=True, help="output folder: OUT/train, OUT/val")
+        command.add_argument(
+            "--out", required=True, metavar="DIR", help="writes DIR/train, DIR/val"
+        )
         command.add_argument("--size", type=int, required=True, help="output height and width")
-        command.add_argument("--val-fraction", type=float, default=0.1)
-        command.add_argument("--seed", type=int, default=0)
-        command.add_argument("--shard-size", type=int, default=1024)
-    args = parser.parse_args(argv)
-    common = {
-        "val_fraction": args.val_fraction,
-        "seed": args.seed,
-        "shard_size": args.shard_size,
-    }
+        command.add_argument(
+            "--val-fraction", type=float, default=0.1, metavar="F", help="share of ids in val (0.1)"
+        )
+        command.add_argument("--seed", type=int, default=0, help="seed of the id hash (0)")
+        command.add_argument(
+            "--shard-size", type=int, default=1024, metavar="ROWS", help="rows per file (1024)"
+        )
+    return parser
+
+
+def _convert(args: argparse.Namespace) -> ConversionReport:
+    common = {"val_fraction": args.val_fraction, "seed": args.seed, "shard_size": args.shard_size}
+    if args.source == "folder":
+        return convert_folder(args.input, args.out, args.size, **common)
+    return convert_hf(
+        args.input,
+        args.out,
+        args.size,
+        args.id_column,
+        args.image_column,
+        args.metadata,
+        args.join_on,
+        **common,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert and print the report; bad input is `error: ...` on stderr and exit code 2."""
+    args = _parser().parse_args(argv)
     try:
-        if args.source == "hf":
-            report = convert_hf(
-                args.input,
-                args.out,
-                args.size,
-                args.id_column,
-                args.image_column,
-                args.metadata,
-                args.join_on,
-                **common,
-            )
-        else:
-            report = convert_folder(args.input, args.out, args.size, **common)
+        report = _convert(args)
     except (ConversionError, FileExistsError) as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

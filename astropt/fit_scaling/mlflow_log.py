@@ -1,6 +1,6 @@
 """Logging a fit as an MLflow run (role fit) nested under the sweep's parent run, and copying its
 headline numbers onto the parent. Run handling and the record's names come from astropt.record;
-the fit's own metric names from fit_names."""
+the fit's own metric names from astropt.record."""
 
 import dataclasses
 import math
@@ -11,24 +11,22 @@ from mlflow.tracking import MlflowClient
 from astropt.fit_scaling.analysis import Analysis
 from astropt.fit_scaling.bootstrap import Estimate
 from astropt.fit_scaling.checks import ERROR, WARNING
-from astropt.fit_scaling.fit_names import (
+from astropt.record import (
     ESTIMATE_SUFFIXES,
     FIT_RUN_NAME,
     FitMetric,
     FitParam,
     FitTag,
-    allocation_metric,
-    law_metric,
-    power_law_metric,
-)
-from astropt.record import (
     MetricBuffer,
     Role,
     Status,
     Tag,
+    allocation_metric,
     close_run,
+    law_metric,
     log_params,
     make_client,
+    power_law_metric,
     set_tags,
 )
 

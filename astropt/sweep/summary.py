@@ -76,7 +76,7 @@ def open_sweep_run(
     log_params(
         client,
         run_id,
-        {"grid_name": grid_name}
+        {Param.GRID_NAME: grid_name}
         | {f"cluster_{k}": v for k, v in sorted(cluster.items()) if not k.startswith("node:")},
     )
     set_tags(client, run_id, {Tag.GRID_HASH: grid_hash(text), Tag.GIT: git_revision()})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from astropt.config import ResourcesConfig, TrackingConfig, TrainConfig
 from astropt.record import (
     Metric,
+    Param,
     Role,
     Status,
     Tag,
@@ -67,14 +68,14 @@ def run_params(cfg: TrainConfig, plan: TrainPlan, resources: ResourcesConfig) ->
         flat
         | plan.model_dump(mode="json")
         | {
-            "preset": cfg.model.name,
-            "n_params": plan.n_params,
-            "tokens_budget": cfg.tokens,
-            "unique_tokens": plan.unique_tokens,
-            "global_batch_tokens": plan.global_batch_tokens,
-            "world_size": resources.workers,
-            "data_train": cfg.train_uri,
-            "data_val": cfg.val_uri,
+            Param.PRESET: cfg.model.name,
+            Param.N_PARAMS: plan.n_params,
+            Param.TOKENS_BUDGET: cfg.tokens,
+            Param.UNIQUE_TOKENS: plan.unique_tokens,
+            Param.GLOBAL_BATCH_TOKENS: plan.global_batch_tokens,
+            Param.WORLD_SIZE: resources.workers,
+            Param.DATA_TRAIN: cfg.train_uri,
+            Param.DATA_VAL: cfg.val_uri,
         }
     )
 

@@ -1,127 +1,20 @@
-"""The MLflow record of a sweep: every name in it, the run statuses, and the code that opens,
-closes and searches runs and writes their metrics.
-
-What the record holds (read by the sweep summary, the probes and `fit_scaling`):
-
-- One experiment per grid, created to open in MLflow's model-training view. The sweep's parent
-  run has role `sweep`; each cell is a child run (role `cell`) named by the cell; a branching
-  sweep's trunks are child runs with role `trunk`; a scaling fit is a child run with role `fit`.
-- A run's status tag is written by one process only: the driver that opened the run
-  (`open_run`, `close_run`). Workers write metrics and the tags of where and how far they ran.
-- Metrics are indexed by optimizer step, each (metric, step) written once (`MetricBuffer`).
-  A branch's run starts with its trunk's history up to the branch step, tagged `INHERITED`.
-- N = param `n_params` (non-embedding), D = metric `final/tokens_seen`, the loss the fits use
-  = `final/val_loss`; compute both ways in `final/compute_6nd` and `final/compute_attention`.
-
-This module imports MLflow and nothing heavier, so `fit_scaling` can use it without Ray or torch.
-"""
+"""MLflow stores, experiments and runs: opening, closing, searching, reading statuses."""
 
 from __future__ import annotations
 
-import logging
 import re
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import requests
-from mlflow.entities import Metric as MetricPoint
 from mlflow.entities import Param as ParamEntry
 from mlflow.entities import Run, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
-log = logging.getLogger(__name__)
-MAX_BATCH = 1000  # MLflow's limit on entities per log_batch call
+from astropt.record.names import MODEL_TRAINING_VIEW, Role, Status, Tag
+
 PAGE = 1000
 
-
-class Role(StrEnum):
-    SWEEP = "sweep"
-    CELL = "cell"
-    TRUNK = "trunk"
-    FIT = "fit"
-
-
-class Status(StrEnum):
-    PENDING = "pending"  # planned by a sweep, not started yet
-    RUNNING = "running"
-    FINISHED = "finished"
-    DIVERGED = "diverged"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"  # stopped by the user; a re-run continues it
-
-    @property
-    def done(self) -> bool:
-        """Finished or diverged: a re-run leaves it alone."""
-        return self in (Status.FINISHED, Status.DIVERGED)
-
-
-class Tag(StrEnum):
-    PARENT = "mlflow.parentRunId"
-    EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which view the UI opens
-    ROLE = "astropt.role"
-    CELL = "astropt.cell"
-    STATUS = "astropt.status"
-    ERROR = "astropt.error"  # why a run failed: each failed worker's own error
-    PHASE = "astropt.phase"  # what a run was doing last: worker start, engine init, ...
-    NODE = "astropt.node_id"  # rank 0's Ray node, set at every start
-    STEPS_DONE = "astropt.steps_done"
-    SIZE = "astropt.size"
-    SEED = "astropt.seed"
-    TOKENS_BUDGET = "astropt.tokens_budget"
-    LR_MULTIPLIER = "astropt.lr_multiplier"
-    TRUNK = "astropt.trunk"  # a branch: the trunk run it started from ...
-    BRANCH_STEP = "astropt.branch_step"  # ... at this optimizer step
-    INHERITED = "astropt.inherited_through"  # steps <= this were copied from the trunk's run
-    GRID = "astropt.grid"
-    GRID_HASH = "astropt.grid_hash"
-    GIT = "astropt.git"
-    PROBE_DONE = "astropt.probe.done"
-    PROBE = "astropt.probe"  # prefix of the probe's own tags
-
-
-class Param(StrEnum):
-    """Params read across modules (the run logs more: its whole resolved configuration)."""
-
-    PRESET = "preset"
-    N_PARAMS = "n_params"  # non-embedding parameters: the N of the scaling law
-    N_PARAMS_TOTAL = "n_params_total"
-    TOKENS_BUDGET = "tokens_budget"
-    UNIQUE_TOKENS = "unique_tokens"  # tokens in one pass over the training set
-    LR = "lr"
-    LR_MULTIPLIER = "lr_multiplier"
-    SEED = "seed"
-    DATA_TRAIN = "data_train"
-    DATA_VAL = "data_val"
-    WORLD_SIZE = "world_size"
-    GLOBAL_BATCH_TOKENS = "global_batch_tokens"
-
-
-class Metric(StrEnum):
-    TRAIN_LOSS = "train/loss"
-    VAL_LOSS = "val/loss"
-    LR = "lr"
-    TOKENS_SEEN = "tokens_seen"
-    EPOCHS = "epochs"
-    TOKENS_PER_S = "tokens_per_s"
-    MFU = "mfu"
-    FINAL_VAL_LOSS = "final/val_loss"
-    FINAL_TOKENS_SEEN = "final/tokens_seen"
-    FINAL_EPOCHS = "final/epochs"
-    FINAL_COMPUTE_6ND = "final/compute_6nd"
-    FINAL_COMPUTE_ATTENTION = "final/compute_attention"
-    WORKER_START_S = "time/worker_start_s"
-    ENGINE_INIT_S = "time/engine_init_s"
-    FIRST_BATCH_S = "time/first_batch_s"
-    EVAL_S = "time/eval_s"
-    CHECKPOINT_S = "time/checkpoint_s"
-    PEAK_RSS_MB = "peak_rss_mb"
-
-
-#: The experiment view MLflow 3's UI opens (its default for an untagged experiment is GenAI).
-MODEL_TRAINING_VIEW = "custom_model_development"
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
@@ -304,53 +197,3 @@ def run_status(run: Run) -> Status | None:
     """The run's astropt status, None when it has none (or an unknown one)."""
     value = run.data.tags.get(Tag.STATUS)
     return Status(value) if value in Status._value2member_map_ else None
-
-
-def logged_through(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """For each metric of a run, the highest step already logged."""
-    keys = client.get_run(run_id).data.metrics
-    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
-
-
-def metric_history(client: MlflowClient, run_id: str, key: str) -> list[MetricPoint]:
-    return client.get_metric_history(run_id, key)
-
-
-@dataclass
-class MetricBuffer:
-    """Collects metric points and writes them in batches, each (key, step) at most once."""
-
-    client: MlflowClient
-    run_id: str
-    skip_through: dict[str, int] = field(default_factory=dict)
-    _pending: dict[tuple[str, int], MetricPoint] = field(default_factory=dict)
-
-    @property
-    def pending(self) -> list[MetricPoint]:
-        return list(self._pending.values())
-
-    def add(self, step: int, values: Mapping[str, float]) -> None:
-        """Queue points; a (key, step) already logged is dropped, one already queued replaced."""
-        now = int(time.time() * 1000)
-        self.add_points(MetricPoint(key, float(value), now, step) for key, value in values.items())
-
-    def add_points(self, points: Iterable[MetricPoint]) -> None:
-        """Queue points as they were recorded (timestamp included), except those logged."""
-        for point in points:
-            if point.step > self.skip_through.get(point.key, -1):
-                self._pending[(point.key, point.step)] = point
-
-    def flush(self) -> bool:
-        """Write what is pending; on failure keep the unwritten points and return False."""
-        while self._pending:
-            chunk = self.pending[:MAX_BATCH]
-            try:
-                self.client.log_batch(self.run_id, metrics=chunk)
-            except Exception as error:  # unreachable server, timeouts, a locked store
-                log.warning("MLflow write failed (%s); %d points kept", error, len(self._pending))
-                return False
-            for point in chunk:
-                del self._pending[(point.key, point.step)]
-                held = self.skip_through.get(point.key, -1)
-                self.skip_through[point.key] = max(point.step, held)
-        return True
