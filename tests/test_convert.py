@@ -100,9 +100,8 @@ def test_image_folder_with_a_corrupt_file(tmp_path, capsys):
     (folder / "notes.txt").write_text("not an image")
     (folder / "c.fits").write_bytes(b"SIMPLE  =")
     out = str(tmp_path / "out")
-    convert.main(
-        ["folder", "--input", str(folder), "--out", out, "--size", str(SIZE), "--val-fraction", "0"]
-    )
+    args = ["folder", "--input", str(folder), "--out", out, "--size", str(SIZE)]
+    assert convert.main([*args, "--val-fraction", "0"]) == 0
     printed = capsys.readouterr().out
     assert "converted 3 images" in printed
     assert f"{folder / 'sub' / 'broken.jpg'}: undecodable image" in printed
@@ -115,7 +114,7 @@ def test_image_folder_with_a_corrupt_file(tmp_path, capsys):
     assert (pixels[2, 0] == pixels[2, 2]).all()  # a grey image has equal bands
 
 
-def test_everything_failing_is_an_error(tmp_path):
+def test_everything_failing_is_an_error(tmp_path, capsys):
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "x.png").write_bytes(b"nope")
@@ -124,5 +123,6 @@ def test_everything_failing_is_an_error(tmp_path):
     (tmp_path / "truncated.parquet").write_bytes(b"PAR1 and then nothing")
     with pytest.raises(convert.ConversionError, match=r"truncated\.parquet: unreadable Parquet"):
         convert.convert_hf([str(tmp_path / "truncated.parquet")], str(tmp_path / "out2"), SIZE)
-    with pytest.raises(SystemExit, match="does not exist"):
-        convert.main(["hf", "--input", str(tmp_path / "missing"), "--out", "x", "--size", "8"])
+    missing = ["hf", "--input", str(tmp_path / "missing"), "--out", "x", "--size", "8"]
+    assert convert.main(missing) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing'} does not exist\n"

@@ -7,15 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from astropt.data.schema import (
-    ShardSet,
-    ShardWriter,
-    SplitWriter,
-    decode_images,
-    is_validation,
-    shard_schema,
-    write_shard,
-)
+from astropt.data.schema import ShardSet, decode_images, is_validation, shard_schema
+from astropt.data.writers import ShardWriter, SplitWriter, write_shard
 
 SHAPE = (3, 8, 8)
 
