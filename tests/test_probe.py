@@ -18,18 +18,26 @@ from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 
 from astropt.config import ModelConfig
-from astropt.data.schema import write_shard
 from astropt.data.synthetic_sets import ensure_synthetic_dataset
+from astropt.data.writers import write_shard
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
-from astropt.probe import EmbedSettings, ProbeInputError, embed, load_weights, probe_run
+from astropt.probe import (
+    EmbedSettings,
+    ProbeInputError,
+    embed,
+    load_weights,
+    probe_run,
+    save_weights,
+)
 from astropt.probe.cli import main as probe_main
 from astropt.probe.data import open_shards, read_probe_data
+from astropt.probe.embedding_map import project
 from astropt.probe.probes import robust_standardise
 from astropt.probe.run import OUTPUT_FILES, ProbeOptions, probe_model
 from astropt.probe.scale import main as scale_main
 from astropt.probe.scale import probe_scale
-from astropt.tracking import ensure_experiment
+from astropt.record import ensure_experiment
 
 CFG = ModelConfig(n_layer=2, n_head=4, n_embd=64, image_size=64, patch_size=16)
 TRAIN_STEPS, BATCH, LR = 200, 64, 2e-3
@@ -89,15 +97,17 @@ def store(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def _cell_run(uri: str, name: str, params: dict[str, object], parent: str | None = None) -> str:
+def _cell_run(
+    uri: str, name: str, params: dict[str, object], status: str = "finished", loss: float = 0.5
+) -> str:
+    """A cell run of experiment probe-test with `params`, a status and a final val loss."""
     client = MlflowClient(uri)
-    experiment = ensure_experiment(client, "probe-test", None)
-    tags = {"astropt.role": "cell", "astropt.cell": name, "astropt.status": "finished"}
-    if parent:
-        tags["mlflow.parentRunId"] = parent
+    experiment = ensure_experiment(client, "probe-test")
+    tags = {"astropt.role": "cell", "astropt.cell": name, "astropt.status": status}
     run_id = client.create_run(experiment, run_name=name, tags=tags).info.run_id
     for key, value in params.items():
         client.log_param(run_id, key, value)
+    client.log_metric(run_id, "final/val_loss", loss)
     return run_id
 
 
@@ -105,7 +115,7 @@ def _cell_run(uri: str, name: str, params: dict[str, object], parent: str | None
 def probed(store, synth, weights) -> tuple[str, object]:
     """A cell run holding the weights as artifacts, probed by probe_run: (run id, table)."""
     run_id = _cell_run(
-        store, "0.2M-D1e6-s0", {"n_params": 100_000, "seed": 0, "data_val": synth[1]}
+        store, "0.2M-D1e6-s0", {"n_params": 100_000, "seed": 0, "data_val": synth[1]}, loss=0.3
     )
     MlflowClient(store).log_artifacts(run_id, str(weights), artifact_path="model")
     return run_id, probe_run(store, run_id, targets=TARGETS)
@@ -217,21 +227,40 @@ def test_bad_targets_are_clear_errors(weights, odd_shards, targets, max_images, 
 def test_missing_weights_are_clear_errors(tmp_path, store):
     with pytest.raises(ProbeInputError, match=r"missing model weights: .*model\.safetensors"):
         load_weights(tmp_path)
-    run_id = _cell_run(store, "unfinished", {"seed": 0})
+    run_id = _cell_run(store, "unfinished", {"seed": 0}, status="running", loss=0.1)
     with pytest.raises(ProbeInputError, match=f"run {run_id} has no artifacts model/"):
         probe_run(store, run_id, data_uri="unused")
+
+
+def test_cli_exports_the_best_finished_cell_and_never_overwrites(
+    store, probed, weights, tmp_path, capsys
+):
+    worse = _cell_run(store, "0.2M-D3e5-s0", {"seed": 1}, loss=0.4)
+    untrained = save_weights(AstroPT(CFG), tmp_path / "untrained")
+    MlflowClient(store).log_artifacts(worse, str(untrained), artifact_path="model")
+    folder = tmp_path / "model"
+    args = ["--experiment", "probe-test", "--tracking-uri", store, "--export", str(folder)]
+    assert probe_main(args) == 0
+    assert capsys.readouterr().out == f"run {probed[0]}: weights written to {folder}/\n"
+    exported, trained = load_weights(folder).state_dict(), load_weights(weights).state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in trained.items())
+    assert probe_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.safetensors" in err and "already exist" in err
+    assert probe_main(["--experiment", "nope", "--tracking-uri", store]) == 2
+    assert "unknown MLflow experiment 'nope'; available: " in capsys.readouterr().err
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(weights, odd_shards, capsys):
     code = probe_main(["--weights", str(weights), "--data", odd_shards, "--targets", "nope"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith("probe: error: unknown target column 'nope'")
+    assert err.startswith("error: unknown target column 'nope'")
 
 
 def test_scale_correlates_probe_scores_with_size_and_loss(store, tmp_path, capsys):
     client = MlflowClient(store)
-    experiment = ensure_experiment(client, "probe-scale", None)
+    experiment = ensure_experiment(client, "probe-scale")
     parent = client.create_run(experiment, tags={"astropt.role": "sweep"}).info.run_id
     for n, loss, r2 in (
         (1e5, 0.40, 0.50),
@@ -278,3 +307,15 @@ def test_default_targets_skip_constant_columns(weights, odd_shards):
         load_weights(weights), odd_shards, None, None, ProbeOptions(baselines=False)
     )
     assert [(row.target, row.kind) for row in table.rows] == [("mass", "regression")]
+
+
+def test_umap_maps_are_seeded_and_keep_clusters_apart():
+    rng = np.random.default_rng(0)
+    blobs = np.concatenate([rng.normal(0, 1, (60, 16)), rng.normal(6, 1, (60, 16))])
+    first, again = project(blobs, "umap", seed=0), project(blobs, "umap", seed=0)
+    assert first.shape == (120, 2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, project(blobs, "umap", seed=1))
+    centre_a, centre_b = first[:60].mean(axis=0), first[60:].mean(axis=0)
+    nearer_a = np.linalg.norm(first - centre_a, axis=1) < np.linalg.norm(first - centre_b, axis=1)
+    assert nearer_a[:60].all() and not nearer_a[60:].any()

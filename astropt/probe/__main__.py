@@ -1,5 +1,8 @@
 """python -m astropt.probe"""
 
+import sys
+
 from astropt.probe.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    sys.exit(main())

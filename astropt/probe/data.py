@@ -10,8 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from astropt.data.schema import IMAGE_COLUMN, ShardSet, decode_images, join, resolve
+from astropt.data.schema import IMAGE_COLUMN, ShardSet, decode_images
 from astropt.probe.errors import ProbeInputError
+from astropt.storage import join, resolve
 
 #: Arrow types a default probe target may have: numbers and booleans (strings only on request).
 NUMERIC_TYPES = (pa.float64(), pa.int64(), pa.bool_())

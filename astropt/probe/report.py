@@ -10,10 +10,9 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from astropt.probe.baselines import FEATURE_SETS, TRAINED
+from astropt.probe.names import ProbeName
 from astropt.probe.probes import ALL_METRICS, Score
 
-METRIC_PREFIX, BASELINE_PREFIX = "probe", "probe_baseline"
-STD_SUFFIX = "_std"
 UNITS_NOTE = (
     "r2: coefficient of determination; medae: median absolute error in robust-standardised "
     "units (target minus its median, over its IQR or, if that is 0, its std, after a MAD "
@@ -72,12 +71,14 @@ class ProbeTable:
         metrics = {}
         for row in self.rows:
             prefix = (
-                METRIC_PREFIX if row.features == TRAINED else f"{BASELINE_PREFIX}/{row.features}"
+                ProbeName.METRIC
+                if row.features == TRAINED
+                else f"{ProbeName.BASELINE_METRIC}/{row.features}"
             )
             for metric, score in row.scores.items():
                 key = f"{prefix}/{metric_safe(row.target)}/{metric}"
                 metrics[key] = score.mean
-                metrics[key + STD_SUFFIX] = score.std
+                metrics[key + ProbeName.STD_SUFFIX] = score.std
         return metrics
 
 

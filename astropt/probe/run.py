@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from astropt.model import AstroPT
@@ -21,15 +20,16 @@ from astropt.probe.data import (
     read_probe_data,
     require_columns,
 )
-from astropt.probe.embed import EmbedSettings, check_images, load_run_weights
+from astropt.probe.embed import EmbedSettings, check_images
 from astropt.probe.embedding_map import PROJECTIONS, embedding_map
 from astropt.probe.errors import ProbeInputError
+from astropt.probe.names import ProbeName
 from astropt.probe.probes import cross_validate, is_constant, prepare_target
 from astropt.probe.report import ProbeRow, ProbeTable, to_csv, to_json, to_markdown, to_text
-from astropt.record import MAX_BATCH, set_tags
+from astropt.probe.weights import run_source, tracking_client
+from astropt.record import MAX_BATCH, MetricPoint, Param, Tag, set_tags
 
 DEFAULT_MAP_COLOUR = "mag_r"
-ARTIFACT_PATH = "probe"
 TABLE_FORMATS = {"txt": to_text, "md": to_markdown, "csv": to_csv, "json": to_json}
 MAP_FILE = "embedding_map.png"
 OUTPUT_FILES = (*(f"probe_table.{suffix}" for suffix in TABLE_FORMATS), MAP_FILE)
@@ -42,10 +42,10 @@ class ProbeOptions:
     folds: int = 5
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     mad_cut: float = 5.0  # outliers: further than this many robust sigmas from the median
-    seed: int = 0  # CV folds, PCA and t-SNE
+    seed: int = 0  # CV folds and the map's projection
     baselines: bool = True
     map_colour: str | None = None  # default: mag_r, else the first numeric target or column
-    map_method: str = "pca"
+    map_method: str = "umap"
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -154,6 +154,8 @@ def _info(model: AstroPT, source: str, data: ProbeData, options: ProbeOptions) -
         "layer": embed.layer,
         "tokens": min(embed.tokens, model.cfg.image.tokens_per_image),
         "pool": embed.pool,
+        "layout": embed.layout,
+        "map": options.map_method,
         "mad_cut": options.mad_cut,
         "seed": options.seed,
     }
@@ -175,23 +177,14 @@ def write_outputs(
     embedding_map(features, colour, colour_name, picture, options.map_method, options.seed)
 
 
-def tracking_client(tracking_uri: str) -> MlflowClient:
-    """A client for an existing store (MLflow would silently create a missing SQLite file)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise ProbeInputError(f"no MLflow database at {db} (tracking URI {tracking_uri})")
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def log_probe(client: MlflowClient, run_id: str, table: ProbeTable, files: Sequence[Path]) -> None:
     """Metrics `probe/<target>/<metric>` etc., the settings as tags, the files as artifacts."""
-    metrics = [Metric(k, v, 0, 0) for k, v in table.mlflow_metrics().items() if np.isfinite(v)]
+    metrics = [MetricPoint(k, v, 0, 0) for k, v in table.mlflow_metrics().items() if np.isfinite(v)]
     for start in range(0, len(metrics), MAX_BATCH):
         client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
-    set_tags(client, run_id, {f"astropt.probe.{k}": v for k, v in table.info.items()})
+    set_tags(client, run_id, {f"{Tag.PROBE}.{k}": v for k, v in table.info.items()})
     for path in files:
-        client.log_artifact(run_id, str(path), ARTIFACT_PATH)
+        client.log_artifact(run_id, str(path), ProbeName.ARTIFACTS)
 
 
 def probe_run(
@@ -213,22 +206,21 @@ def probe_run(
     and the artifacts `probe/` (the table in four formats and the embedding map).
     """
     client = tracking_client(tracking_uri)
-    model = load_run_weights(client, run_id)
-    params = client.get_run(run_id).data.params
-    data_uri = data_uri or params.get("data_val")
+    source = run_source(client, run_id)
+    data_uri = data_uri or source.data_uri
     if not data_uri:
-        raise ProbeInputError(f"run {run_id} records no data_val param; give the probe data")
+        raise ProbeInputError(f"run {run_id} records no {Param.DATA_VAL} param; give the data")
     with tempfile.TemporaryDirectory() as scratch:
         folder = out_dir or Path(scratch)
         table = probe_model(
-            model,
+            source.model,
             data_uri,
             targets,
             max_images,
             options,
             folder,
-            init_seed=int(params.get("seed", 0)),
-            source=f"run {run_id}",
+            init_seed=source.init_seed,
+            source=source.description,
         )
         if log:
             log_probe(client, run_id, table, [folder / name for name in OUTPUT_FILES])

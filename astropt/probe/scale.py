@@ -1,12 +1,12 @@
 """Probe performance against model size and validation loss across a sweep's cells.
 
-Reads every cell run's probe metrics (``probe/<target>/<metric>``, logged by ``probe_run``), its
-N (param ``n_params``) and its ``final/val_loss``, and measures how each metric ranks with N and
+Reads every cell run's probe metrics (`probe/<target>/<metric>`, logged by `probe_run`), its
+N (param `n_params`) and its `final/val_loss`, and measures how each metric ranks with N and
 with the loss by Spearman's rho, as in the astroPT paper's downstream figure (Smith et al. 2024,
 arXiv:2405.14930, Fig. 4). Writes a per-cell CSV, the correlation table and one PNG, and logs
-them (plus ``probe_scale/<target>/<metric>/rho_n`` and ``rho_loss``) to the sweep's parent run.
+them (plus `probe_scale/<target>/<metric>/rho_n` and `rho_loss`) to the sweep's parent run.
 
-    python -m astropt.probe.scale --tracking-uri URI --experiment NAME [--parent-run ID]
+    python -m astropt.probe.scale --experiment NAME [--parent-run ID] [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -25,18 +24,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy.stats import ConstantInputWarning, spearmanr
 
 from astropt.probe.errors import ProbeInputError
+from astropt.probe.names import ProbeName
 from astropt.probe.probes import ALL_METRICS
-from astropt.probe.report import METRIC_PREFIX
-from astropt.probe.run import tracking_client
-from astropt.record import MAX_BATCH, default_tracking_uri
+from astropt.probe.weights import tracking_client
+from astropt.record import (
+    MAX_BATCH,
+    Metric,
+    MetricPoint,
+    Param,
+    Role,
+    Tag,
+    default_tracking_uri,
+    experiment_names,
+    find_experiment,
+    search_runs,
+)
 
-N_PARAM, LOSS_METRIC = "n_params", "final/val_loss"
+METRIC_PREFIX = ProbeName.METRIC
 AXES = {
     "n": ("N", "model size N (non-embedding parameters)"),
     "loss": ("final_val_loss", "final val loss"),
@@ -51,25 +60,11 @@ def _experiment_id(client: MlflowClient, experiment: str | None, parent_run_id: 
             return client.get_run(parent_run_id).info.experiment_id
         except MlflowException as err:
             raise ProbeInputError(f"no MLflow run {parent_run_id!r} (--parent-run)") from err
-    found = client.get_experiment_by_name(experiment or "")
+    found = find_experiment(client, experiment or "")
     if found is None:
-        names = ", ".join(repr(e.name) for e in client.search_experiments()) or "none"
+        names = ", ".join(map(repr, experiment_names(client))) or "none"
         raise ProbeInputError(f"unknown MLflow experiment {experiment!r}; available: {names}")
-    return found.experiment_id
-
-
-def _cell_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> list[Run]:
-    query = "tags.`astropt.role` = 'cell'"
-    if parent_run_id:
-        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return found
 
 
 def _is_probe_metric(key: str) -> bool:
@@ -84,15 +79,15 @@ def load_cells(
     """One row per probed cell run: cell, run_id, N, final_val_loss and its probe metrics."""
     experiment_id = _experiment_id(client, experiment, parent_run_id)
     rows = []
-    for run in _cell_runs(client, experiment_id, parent_run_id):
+    for run in search_runs(client, experiment_id, Role.CELL, parent_run_id=parent_run_id):
         probes = {k: v for k, v in run.data.metrics.items() if _is_probe_metric(k)}
         if probes:
             rows.append(
                 {
-                    "cell": run.data.tags.get("astropt.cell", run.info.run_name),
+                    "cell": run.data.tags.get(Tag.CELL, run.info.run_name),
                     "run_id": run.info.run_id,
-                    "N": float(run.data.params.get(N_PARAM, "nan")),
-                    "final_val_loss": run.data.metrics.get(LOSS_METRIC, math.nan),
+                    "N": float(run.data.params.get(Param.N_PARAMS, "nan")),
+                    "final_val_loss": run.data.metrics.get(Metric.FINAL_VAL_LOSS, math.nan),
                     **probes,
                 }
             )
@@ -159,15 +154,16 @@ def plot(cells: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
 
 
 def _log(client: MlflowClient, parent_run_id: str, table: pd.DataFrame, folder: Path) -> None:
+    scale = ProbeName.SCALE_METRIC
     metrics = [
-        Metric(f"probe_scale/{row['target']}/{row['metric']}/rho_{axis}", row[f"rho_{axis}"], 0, 0)
+        MetricPoint(f"{scale}/{row['target']}/{row['metric']}/rho_{axis}", row[f"rho_{axis}"], 0, 0)
         for _, row in table.iterrows()
         for axis in AXES
         if np.isfinite(row[f"rho_{axis}"])
     ]
     for start in range(0, len(metrics), MAX_BATCH):
         client.log_batch(parent_run_id, metrics=metrics[start : start + MAX_BATCH])
-    client.log_artifacts(parent_run_id, str(folder), "probe_scale")
+    client.log_artifacts(parent_run_id, str(folder), ProbeName.SCALE_ARTIFACTS)
 
 
 def probe_scale(
@@ -193,15 +189,23 @@ def probe_scale(
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the correlation table; bad input is one line on stderr and exit code 2."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m astropt.probe.scale", description=__doc__.split("\n\n")[0]
+        prog="python -m astropt.probe.scale",
+        description="Spearman rank correlations of each probe metric with model size and with "
+        "final val loss across a sweep's probed cells; a table, a CSV per cell and a plot, "
+        "logged to the sweep's parent run.",
     )
     parser.add_argument("--tracking-uri", metavar="URI", help="default: sqlite:///./runs/mlflow.db")
     parser.add_argument("--experiment", metavar="NAME", help="the sweep's MLflow experiment")
     parser.add_argument("--parent-run", metavar="ID", help="only its cells; log results to it")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also keep the files here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the correlation table; bad input is `error: ...` on stderr and exit code 2."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if not (args.experiment or args.parent_run):
         parser.error("give --experiment or --parent-run")
@@ -209,11 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         uri = args.tracking_uri or default_tracking_uri()
         table = probe_scale(uri, args.experiment, args.parent_run, args.out)
     except ProbeInputError as err:
-        print(f"probe.scale: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     sys.stdout.write(table.to_string(index=False, float_format="{:.3g}".format) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
