@@ -30,7 +30,8 @@ any even grid cover its central 2k x 2k patches in the same order), so a model t
 Their inputs differ from our shards in layout: they read the Smith42/galaxies JPEGs as RGB,
 which holds the bands (z, r, g), and swapped the image's axes (`swapaxes(0, 2)` of PIL's
 (H, W, C) array), while our shards hold (g, r, z) in (C, H, W). `to_upstream_layout` converts
-ours to theirs; their spiral and per-patch standardisation are ours (`astropt.patches`).
+ours to theirs; their spiral (on the even patch grids of their images) and per-patch
+standardisation are ours (`astropt.patches`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from astropt.config import ModelConfig
 from astropt.model import AstroPT
@@ -123,15 +125,19 @@ def upstream_config(
     args = {k: int(model_args[k]) for k in REQUIRED_ARGS}
     patch, block = args["patch_size"], args["block_size"]
     side = image_size or patch * math.isqrt(block + 1)
-    cfg = ModelConfig(
-        n_layer=args["n_layer"],
-        n_head=args["n_head"],
-        n_embd=args["n_embd"],
-        image={"image_size": side, "patch_size": patch, "n_chan": args["n_chan"]},
-        bias="transformer.ln_f.bias" in state,
-        patch_bias="transformer.wte.0.bias" in state,
-        gelu="tanh",
-    )
+    try:
+        cfg = ModelConfig(
+            n_layer=args["n_layer"],
+            n_head=args["n_head"],
+            n_embd=args["n_embd"],
+            image={"image_size": side, "patch_size": patch, "n_chan": args["n_chan"]},
+            bias="transformer.ln_f.bias" in state,
+            patch_bias="transformer.wte.0.bias" in state,
+            gelu="tanh",
+        )
+    except ValidationError as error:
+        reasons = "; ".join(e["msg"] for e in error.errors())
+        raise UpstreamCheckpointError(f"no model for {side} x {side} images: {reasons}") from None
     if cfg.image.tokens_per_image > block:
         raise UpstreamCheckpointError(
             f"{side} x {side} images have {cfg.image.tokens_per_image + 1} patches of "

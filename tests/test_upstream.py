@@ -159,6 +159,8 @@ def test_smaller_images_use_the_first_positions_and_too_large_ones_are_refused(t
         torch.testing.assert_close(model(tokens), reference(state, ARGS, tokens[:, :-1])[1])
     with pytest.raises(UpstreamCheckpointError, match=r"block_size \(20\) covers images of at"):
         load_upstream(path, image_size=20)
+    with pytest.raises(UpstreamCheckpointError, match=r"no model for 10 x 10 images: .*multiple"):
+        load_upstream(path, image_size=10)
 
 
 def test_a_folder_loads_its_last_checkpoint_and_is_told_from_our_exports(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from astropt.probe.data import open_shards
@@ -81,13 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace, layout: str | None) -> ProbeOptions:
-    settings = EmbedSettings(
-        layer=args.layer, tokens=args.tokens, pool=args.pool, device=args.device
-    )
+def _options(args: argparse.Namespace, layout: str) -> ProbeOptions:
+    """The probe's settings; the image layout is --image-layout's, else the weights' own."""
     return ProbeOptions(
         folds=args.folds,
-        embed=replace(settings, layout=args.image_layout or layout or settings.layout),
+        embed=EmbedSettings(
+            layer=args.layer,
+            tokens=args.tokens,
+            pool=args.pool,
+            device=args.device,
+            layout=args.image_layout or layout,
+        ),
         mad_cut=args.mad_cut,
         seed=args.seed,
         baselines=not args.no_baselines,

@@ -52,7 +52,8 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
 def project(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
     """(n, 2) projection of standardised embeddings by UMAP, PCA or t-SNE."""
     if len(embeddings) < MIN_POINTS:
-        raise ProbeInputError(f"{len(embeddings)} galaxies are too few for a map ({MIN_POINTS})")
+        count = len(embeddings)
+        raise ProbeInputError(f"{count} galaxies are too few for a map (at least {MIN_POINTS})")
     x = StandardScaler().fit_transform(embeddings)
     if method == "umap":
         return _umap(x, seed)

@@ -46,7 +46,6 @@ class ModelSource:
     model: AstroPT
     description: str  # shown in the probe table's header: "run ...", a path
     layout: str = ASTROPT_LAYOUT  # the image layout the weights were trained on
-    run_id: str | None = None
     data_uri: str | None = None  # a run's validation set
     init_seed: int = 0  # the seed its untrained twin is built with
 
@@ -93,7 +92,7 @@ def save_weights(model: AstroPT, folder: str | os.PathLike[str]) -> Path:
 
 def weights_source(path: str | os.PathLike[str], image_size: int | None = None) -> ModelSource:
     """Exported weights, or an upstream checkpoint read for `image_size` images."""
-    if not is_upstream_checkpoint(path):
+    if (Path(path) / WEIGHTS_FILE).is_file() or not is_upstream_checkpoint(path):
         return ModelSource(load_weights(path), str(path))
     try:
         model = load_upstream(path, image_size)
@@ -128,7 +127,6 @@ def run_source(client: MlflowClient, run_id: str) -> ModelSource:
     return ModelSource(
         model,
         f"run {run_id}",
-        run_id=run_id,
         data_uri=params.get(Param.DATA_VAL),
         init_seed=int(params.get(Param.SEED, 0)),
     )
