@@ -355,6 +355,11 @@ class ResourcesConfig(StrictModel):
         "that lets a worker use the cores it leaves to Ray Data, which are idle between reads",
     )
 
+    accelerator_type: str | None = Field(
+        None,
+        description="GPU model each worker must run on (Ray's name, e.g. A10G, A100); a grid "
+        "fills it from the node type a size is booked on (resources.node_types)",
+    )
     in_process: bool | None = Field(
         None,
         description="train a one-worker CPU run inside its Tune trial's process (Ray Train's "

@@ -110,7 +110,7 @@ class Asks:
 
     def booked_on(self, grid: GridConfig) -> str:
         """The node type the dry run books the run on (from the grid's node_types)."""
-        return node_type(self.cell.resources, grid.resources.node_types)[0]
+        return node_type(self.cell.resources, grid.resources)[0]
 
 
 def nonzero(bundle: dict[str, float]) -> dict[str, float]:
@@ -316,12 +316,6 @@ def _wanted_when_started_together(grid: GridConfig, runs: list[Asks]) -> tuple[C
     return launched, sum(asked.values()) - sum(launched.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray Train places a worker group with PACK by default, which lets an 8-worker cell "
-    "spread over 8 gpu-1x nodes once both gpu-8x nodes are busy (and then the 1-GPU cells "
-    "wait). Needs placement_strategy='STRICT_PACK' in astropt.train.trainer.build_trainer.",
-)
 def test_the_sweeps_first_runs_each_get_their_node_type(paper):
     """The sweep starts max_concurrent runs at once (trunks first, largest first): three 8-GPU
     trunks and five 1-GPU trunks for paper.yaml. Each should get a node of its own type, and the
@@ -331,12 +325,6 @@ def test_the_sweeps_first_runs_each_get_their_node_type(paper):
     assert autoscale(first) == _wanted_when_started_together(grid, first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cells ask for GPUs, not for a GPU model: a 1-GPU cell fits an idle gpu-8x node, so "
-    "nothing launches and the p4d runs it. Needs the cell's GPU model in its workers' resources "
-    "(ScalingConfig(accelerator_type=...), which gpu.yaml's accelerator_type resources match).",
-)
 def test_a_one_gpu_cell_does_not_take_an_idle_8_gpu_node(paper):
     _, runs = paper
     small = next(run for run in runs if len(run.workers) == 1)

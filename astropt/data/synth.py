@@ -46,7 +46,7 @@ from scipy import fft, special
 
 from astropt.data.schema import SplitWriter, resolve, shard_schema
 
-GENERATOR_VERSION = "2"  # bump whenever the same settings would produce different images
+GENERATOR_VERSION = "3"  # bump whenever the same settings would produce different images
 BLOCK_SIZE = 256  # galaxies per random stream
 BRIGHTEST_MAG_R = 14.5  # brighter galaxies saturate whole stamps (a constant image)
 CHUNK_PIXELS = 2**17  # galaxies x pixels rendered at once (bounds memory for large stamps)

@@ -48,27 +48,26 @@ def cpu_flops_per_s(seconds: float = 0.3) -> float:
     return n * 2 * 512**3 / (time.perf_counter() - start)
 
 
-def node_type(resources: ResourcesConfig, types: dict[str, NodeType]) -> tuple[str, NodeType]:
-    """The smallest node type with the GPUs a run asks for (or an assumed one)."""
+def node_type(resources: ResourcesConfig, sweep: SweepResources) -> tuple[str, NodeType]:
+    """The node type a run is booked on (or, with none declared, an assumed one)."""
+    booked = sweep.node_type_for(resources)
+    if booked is not None:
+        return booked
     gpus = round(resources.workers * resources.gpus_per_worker)
-    fitting = sorted((t.gpus, name) for name, t in types.items() if t.gpus >= gpus)
-    if not fitting:
-        return f"{gpus} x {ASSUMED_GPU} (assumed)", NodeType(gpus=gpus)
-    name = fitting[0][1]
-    return name, types[name]
+    return f"{gpus} x {ASSUMED_GPU} (assumed)", NodeType(gpus=gpus)
 
 
-def run_rate(resources: ResourcesConfig, types: dict[str, NodeType], cpu_rate: float) -> float:
+def run_rate(resources: ResourcesConfig, sweep: SweepResources, cpu_rate: float) -> float:
     if not resources.use_gpu:
         return cpu_rate
-    _, node = node_type(resources, types)
+    _, node = node_type(resources, sweep)
     peak = PEAK_BF16_FLOPS.get(node.gpu, PEAK_BF16_FLOPS[ASSUMED_GPU])
     return GPU_MFU * peak * resources.workers * resources.gpus_per_worker
 
 
 def sweep_estimate(cells: list[Cell], resources: SweepResources) -> Estimate:
     gpu = any(c.resources.use_gpu for c in cells)
-    rate = run_rate(cells[0].resources, resources.node_types, 0.0 if gpu else cpu_flops_per_s())
+    rate = run_rate(cells[0].resources, resources, 0.0 if gpu else cpu_flops_per_s())
     in_process = all(c.resources.trains_in_process(local_cluster=True) for c in cells)
     return Estimate(flops_per_s=rate, startup_s=STARTUP_S[in_process])
 
@@ -82,7 +81,7 @@ def rows(cells: list[Cell], resources: SweepResources) -> list[dict[str, object]
         plan, res = c.plan, c.resources
         seconds = STARTUP_S[
             res.trains_in_process(local_cluster=not res.use_gpu)
-        ] + c.own_compute.attention / run_rate(res, resources.node_types, cpu_rate)
+        ] + c.own_compute.attention / run_rate(res, resources, cpu_rate)
         epochs = plan.epochs_at(plan.steps)
         out.append(
             {
@@ -103,7 +102,7 @@ def rows(cells: list[Cell], resources: SweepResources) -> list[dict[str, object]
                 "flops_attention": c.compute.attention,
                 "workers": res.workers,
                 "gpus": round(res.workers * res.gpus_per_worker) if res.use_gpu else 0,
-                "node_type": node_type(res, resources.node_types)[0] if res.use_gpu else "cpu",
+                "node_type": node_type(res, resources)[0] if res.use_gpu else "cpu",
                 "est_wall_s": seconds,
             }
         )
@@ -151,16 +150,33 @@ def branching_saving(cells: list[Cell]) -> str | None:
     )
 
 
+def longest_chain_s(cells: list[Cell], records: list[dict]) -> float:
+    """The sweep's floor on any cluster: its longest run, or a trunk with its longest branch
+    after it (a branch starts only from its trunk's checkpoint)."""
+    seconds = {r["name"]: r["est_wall_s"] for r in records}
+    chains = [seconds[c.name] for c in cells]
+    for branch in (c for c in cells if c.trunk is not None):
+        trunk_to_branch = seconds[branch.trunk] * branch.branch_step / _steps(cells, branch.trunk)
+        chains.append(trunk_to_branch + seconds[branch.name])
+    return max(chains)
+
+
+def _steps(cells: list[Cell], name: str) -> int:
+    return next(c.plan.steps for c in cells if c.name == name)
+
+
 def dry_run(cells: list[Cell], resources: SweepResources, as_json: bool = False) -> str:
     records = rows(cells, resources)
     hours = node_hours(records, resources.node_types)
     serial = sum(r["est_wall_s"] for r in records)
+    chain = longest_chain_s(cells, records)
     summary = {
         "runs": len(records),
         "cells": sum(c.role == Role.CELL for c in cells),
         "flops_6nd": sum(c.own_compute.six_nd for c in cells),
         "flops_attention": sum(c.own_compute.attention for c in cells),
-        "est_wall_s": serial / resources.max_concurrent,
+        "est_wall_s": max(serial / resources.max_concurrent, chain),
+        "longest_chain_s": chain,
         "node_types": hours,
         "branching": branching_saving(cells),
         "warnings": warnings(records),
@@ -173,7 +189,8 @@ def dry_run(cells: list[Cell], resources: SweepResources, as_json: bool = False)
     lines.append(
         f"{summary['runs']} runs ({summary['cells']} cells), {summary['flops_6nd']:.3g} FLOP "
         f"as 6ND, {summary['flops_attention']:.3g} with attention; about "
-        f"{minutes(summary['est_wall_s'])} with {resources.max_concurrent} at once"
+        f"{minutes(summary['est_wall_s'])} with {resources.max_concurrent} at once (at least "
+        f"{minutes(chain)}: the longest run, with a trunk's longest branch after it)"
     )
     for name, entry in hours.items():
         cost = "" if entry["usd"] is None else f", about ${entry['usd']:,.0f}"

@@ -96,10 +96,22 @@ class SweepResources(ResourcesConfig):
     node_types: dict[str, NodeType] = Field(default_factory=dict)
 
     def for_size(self, label: str) -> ResourcesConfig:
+        """A size's resources; on GPUs, with the GPU model of the node type it is booked on."""
         base = self.model_dump(include=set(ResourcesConfig.model_fields))
         override = self.by_size.get(label)
         extra = override.model_dump(exclude_unset=True) if override is not None else {}
-        return ResourcesConfig(**(base | extra))
+        resources = ResourcesConfig(**(base | extra))
+        if resources.use_gpu and resources.accelerator_type is None and self.node_types:
+            node = self.node_type_for(resources)
+            if node is not None:
+                resources = resources.model_copy(update={"accelerator_type": node[1].gpu})
+        return resources
+
+    def node_type_for(self, resources: ResourcesConfig) -> tuple[str, NodeType] | None:
+        """The smallest node type with the GPUs a run asks for, None if no type has them."""
+        gpus = round(resources.workers * resources.gpus_per_worker)
+        fitting = sorted((t.gpus, n) for n, t in self.node_types.items() if t.gpus >= gpus)
+        return None if not fitting else (fitting[0][1], self.node_types[fitting[0][1]])
 
 
 class GridConfig(StrictModel):

@@ -134,6 +134,10 @@ def build_trainer(
             num_workers=0 if job.in_process else resources.workers,
             use_gpu=resources.use_gpu,
             resources_per_worker=per_worker,
+            accelerator_type=resources.accelerator_type if resources.use_gpu else None,
+            # GPU workers on one node: a group never spreads over smaller nodes that other
+            # cells' node type is for (the autoscaler would launch them for it)
+            placement_strategy="STRICT_PACK" if resources.use_gpu else "PACK",
         ),
         run_config=RunConfig(
             name=job.name,
