@@ -5,10 +5,11 @@
 
 Each case is trained the way a cell's worker trains it: uint8 images patchified and
 standardised on the device, the DeepSpeed engine of `astropt.train.engine` (bf16, torch's fused
-AdamW, gradient clipping), one optimizer step per micro-batch. Presets 21M, 89M and 309M at
+AdamW, gradient clipping) and the workers' float32 loss (`astropt.train.loop.fp32_loss`), one
+optimizer step per micro-batch. Presets 21M, 89M and 309M at
 256 x 256 and 89M at the paper's 512 x 512, each with torch.compile off and on
 (`engine.compile()`); 309M also with ZeRO stages 1 and 2, to pick the best stage for one GPU.
-MFU = training FLOPs per token (6N + attention, `training_flops_per_token`) x tokens/s / the
+MFU = training FLOPs per token (6N + attention, `astropt.compute.flops_per_token`) x tokens/s / the
 GPU's dense bf16 peak. Target: >= 45% for 309M; the whole run under 8 minutes on one H200.
 Results: benchmarks/results/gpu_mfu.json; a table is printed last.
 """
@@ -25,12 +26,13 @@ from pathlib import Path
 import deepspeed
 import torch
 
-from astropt.config import DataConfig, ModelConfig, TrainConfig
-from astropt.model import AstroPT, training_flops_per_token
+from astropt.compute import flops_per_token, peak_flops
+from astropt.config import DataConfig, ImageConfig, ModelConfig, TrainConfig, TrainingConfig
+from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
 from astropt.train.engine import build_engine, init_world_of_one
-from astropt.train.loop import PEAK_BF16_FLOPS
-from astropt.train.plan import make_plan
+from astropt.train.loop import fp32_loss
+from astropt.train.plan import DataFacts, make_plan
 
 RESULTS = Path(__file__).parent / "results" / "gpu_mfu.json"
 
@@ -51,36 +53,38 @@ def gpu_cases() -> list[Case]:
 
 
 def measure(case: Case, device: str, warmup: int, steps: int) -> dict[str, object]:
-    model_cfg = ModelConfig.from_preset(case.preset, image_size=case.image_size)
+    image = ImageConfig(image_size=case.image_size, patch_size=16)
+    model_cfg = ModelConfig.from_preset(case.preset, image=image)
     cfg = TrainConfig(
         model=model_cfg,
         data=DataConfig(train="unused/train", val="unused/val"),  # never read
         tokens=10**12,
-        global_batch_tokens=case.batch * model_cfg.block_size,
-        micro_batch_images=case.batch,
-        zero_stage=case.zero_stage,
+        training=TrainingConfig(
+            global_batch_tokens=case.batch * image.tokens_per_image,
+            micro_batch_images=case.batch,
+            lr=1e-4,
+            zero_stage=case.zero_stage,
+        ),
     )
-    bf16 = device == "cuda"
-    engine = build_engine(AstroPT(model_cfg), cfg, make_plan(cfg, 1), bf16)
+    plan = make_plan(cfg, 1, DataFacts(train_images=None, val_images=None))
+    engine = build_engine(AstroPT(model_cfg), cfg, plan, bf16=device == "cuda")
     if case.compile:
         engine.compile()
-    images = torch.randint(0, 256, (case.batch, *model_cfg.image_shape), dtype=torch.uint8)
-    images = images.to(device)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    images = torch.randint(0, 256, (case.batch, *image.shape), dtype=torch.uint8).to(device)
     for step in range(warmup + steps):
         if step == warmup:
             _synchronize(device)
             started = time.perf_counter()
-        _, loss = engine(images_to_tokens(images, model_cfg.patch_size).to(dtype))
+        loss = fp32_loss(engine, images_to_tokens(images, image.patch_size))
         engine.backward(loss)
         engine.step()
     _synchronize(device)
-    tokens_per_s = steps * case.batch * model_cfg.block_size / (time.perf_counter() - started)
+    tokens_per_s = steps * plan.global_batch_tokens / (time.perf_counter() - started)
     engine.destroy()
-    peak = _peak_flops(device)
+    peak = peak_flops(torch.cuda.get_device_name()) if device == "cuda" else None
     return asdict(case) | {
         "tokens_per_s": tokens_per_s,
-        "mfu": training_flops_per_token(model_cfg) * tokens_per_s / peak if peak else None,
+        "mfu": flops_per_token(model_cfg).attention * tokens_per_s / peak if peak else None,
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
     }
 
@@ -88,13 +92,6 @@ def measure(case: Case, device: str, warmup: int, steps: int) -> dict[str, objec
 def _synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def _peak_flops(device: str) -> float | None:
-    if device != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 def _table(rows: list[dict[str, object]]) -> str:

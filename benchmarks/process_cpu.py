@@ -9,7 +9,7 @@ LABEL`, over only the intervals at least `--settle` seconds into a stretch in wh
 labelled kept at least one core busy (for `ray::RayTrainWorker`: a cell's steady training, its
 start-up left out), so that what runs beside training shows. A process that starts and ends
 between two samples is missed.
-Results: benchmarks/results/process_cpu.json (with the per-interval timeline).
+Results: benchmarks/results/process_cpu.json (with the per-interval timeline), or `--out`.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--busy", help="also sum the intervals where this label used >= 1 core")
     parser.add_argument("--settle", type=float, default=12.0, help="seconds of --busy to skip")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -125,8 +126,8 @@ def main() -> int:
         parser.error("give the command to run after --")
     returncode, timeline = sample(command, args.interval)
     summary = summarise(timeline, args.busy, args.settle)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"command": command, **summary, "timeline": timeline}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": command, **summary, "timeline": timeline}))
     _print("whole command", summary["all"], summary["wall_s"])
     if args.busy:
         title = f"{args.settle:g} s into stretches where {args.busy} used >= 1 core"
