@@ -246,6 +246,9 @@ class TrainingConfig(StrictModel):
     zero_stage: ZeroStage = "auto"
     eval_every: PositiveInt = 50
     eval_batches: PositiveInt = 4
+    final_eval_batches: PositiveInt | None = Field(
+        None, description="batches of the last evaluation (final/val_loss); default eval_batches"
+    )
     eval_batch_images: PositiveInt = 64
     checkpoint_every: PositiveInt = 50
     keep_checkpoints: PositiveInt = Field(2, description="latest checkpoints kept per run")

@@ -21,6 +21,7 @@ happen on the worker's device, one vectorised call per micro-batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -119,13 +120,8 @@ class ImageStream:
         return streamed_batches_per_epoch(self.files, self.seed, epoch, self.world, self.micro)
 
     def _share(self) -> torch.Tensor:
-        """This worker's images: rows rank, rank + world, ... of the set, as many as any rank."""
         if self.share is None:
-            table = read_images(self.files.paths)
-            each = table.num_rows // self.world
-            rows = np.arange(self.rank, each * self.world, self.world)
-            images = decode_images(table.column(IMAGE_COLUMN).take(rows), self.shape)
-            self.share = torch.from_numpy(np.ascontiguousarray(images))
+            self.share = worker_share(self.files, self.shape, self.rank, self.world)
         return self.share
 
     def _from_memory(self, epoch: int, skip: int, per_epoch: int) -> Iterator[torch.Tensor]:
@@ -150,6 +146,20 @@ class ImageStream:
             yield from _full_batches(pending, self.micro)
             if left == 0:
                 return
+
+
+@functools.lru_cache(maxsize=1)
+def worker_share(
+    files: ShardFiles, shape: tuple[int, int, int], rank: int, world: int
+) -> torch.Tensor:
+    """A worker's images: rows rank, rank + world, ... of the set, as many as any rank. The
+    last share read stays cached in this process: a reused Tune trial that trains the sweep's
+    next run in its own process finds it there."""
+    table = read_images(files.paths)
+    each = table.num_rows // world
+    rows = np.arange(rank, each * world, world)
+    images = decode_images(table.column(IMAGE_COLUMN).take(rows), shape)
+    return torch.from_numpy(np.ascontiguousarray(images))
 
 
 def _full_batches(pending: list[torch.Tensor], micro: int) -> Iterator[torch.Tensor]:

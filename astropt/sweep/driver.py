@@ -58,7 +58,7 @@ class Driver(tune.Callback):
         job, result = self.jobs[name], trial.last_result
         status = Status(result.get("status", Status.FAILED))
         self._close(job, status, {})
-        self._measure(name, result.get("wall_s", time.time() - self.begun[name]))
+        self._measure(name, time.time() - self.begun[name])
         if job.cell.trunk is not None:
             trunk = self.jobs.get(job.cell.trunk)
             if trunk is not None:
@@ -109,10 +109,10 @@ class Driver(tune.Callback):
             branching.release_branch_points(trunk.folder, trunk.cell.train.keep_steps)
 
     def _measure(self, name: str, wall_s: float) -> None:
-        startup = self._snapshot().startup.get(name)
-        if startup is not None:
-            own = self.jobs[name].cell.own_compute.attention
-            self.estimator.done.append(Done(own, wall_s, startup))
+        cell = self.jobs[name].cell
+        self.estimator.done.append(
+            Done(cell.own_tokens, cell.plan.flops_per_token_attention, wall_s)
+        )
 
     def _snapshot(self) -> Snapshot:
         return snapshot(next(iter(self.jobs.values())).board)
@@ -131,14 +131,11 @@ class Driver(tune.Callback):
 
     def seconds_left(self, snapshot: Snapshot) -> float:
         now = time.time()
-        pending = {
-            n: j.cell.own_compute.attention for n, j in self.jobs.items() if n not in self.begun
-        }
-        running = {
-            n: (self.jobs[n].cell.own_compute.attention, now - self.begun[n]) for n in self.running
-        }
-        per_token = {n: j.cell.plan.flops_per_token_attention for n, j in self.jobs.items()}
-        return self.estimator.seconds_left(pending, running, snapshot.beats, per_token)
+        size = {n: (j.cell.own_tokens, j.cell.plan.flops_per_token_attention)
+                for n, j in self.jobs.items()}  # fmt: skip
+        pending = {n: size[n] for n in self.jobs if n not in self.begun}
+        running = {n: (*size[n], now - self.begun[n]) for n in self.running}
+        return self.estimator.seconds_left(pending, running, snapshot.beats)
 
     def _print(self, event: str, snapshot: Snapshot | None = None) -> None:
         self.last_print = time.time()

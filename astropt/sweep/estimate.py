@@ -1,51 +1,74 @@
 """`--dry-run`: every run of the grid as a table or JSON, with its epochs, compute both ways, the
 GPUs and node type it asks for, a rough wall time, and GPU-hours (and cost) per node type.
 
-Times are rough: start-up per run plus training FLOPs (with attention) at an assumed fraction of
-peak (GPU) or at this machine's measured matmul rate (CPU); the sweep's ETA replaces them with
-measured rates once it runs.
+Times are `astropt.sweep.progress.Costs`: on CPUs, a few timed steps of the grid's smallest and
+largest models on this machine; on GPUs, an assumed fraction of the GPU's peak. The sweep's ETA
+starts from the same costs and refits them on the runs it has done.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from astropt.compute import PEAK_BF16_FLOPS
-from astropt.config import ResourcesConfig
+from astropt.config import ModelConfig, ResourcesConfig
+from astropt.model import AstroPT
+from astropt.patches import images_to_tokens
 from astropt.record import Role
 from astropt.sweep.cells import Cell
 from astropt.sweep.grid import NodeType, SweepResources
-from astropt.sweep.progress import minutes
+from astropt.sweep.progress import Costs, minutes
 
-#: Start-up of one run on a 2-core CPU machine: in the trial's process (one CPU worker), or a
+#: Fixed cost of one run on a 2-core CPU machine: in the trial's process (one CPU worker), or a
 #: worker group; see benchmarks/README.md (sweep overhead).
-STARTUP_S = {True: 5.0, False: 24.0}
+STARTUP_S = {True: 3.0, False: 24.0}
 #: Fraction of peak a GPU run sustains, and the GPU assumed when the grid names no node type.
 GPU_MFU, ASSUMED_GPU = 0.35, "A100"
+CALIBRATION_STEPS = 5
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """The prior of the sweep's ETA: training FLOP/s and start-up seconds per run."""
+def _seconds_per_token(model: ModelConfig, micro: int, threads: int) -> float:
+    """The median time of a few AdamW steps of `model` on one micro-batch, per token."""
+    torch.manual_seed(0)
+    net = AstroPT(model)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    images = torch.randint(0, 256, (micro, *model.image.shape), dtype=torch.uint8)
+    tokens = images_to_tokens(images, model.image.patch_size)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        for _ in range(CALIBRATION_STEPS + 1):  # the first step allocates: left out
+            started = time.perf_counter()
+            AstroPT.loss(net(tokens), tokens[:, 1:]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            times.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times[1:]) / (micro * tokens.shape[1])
 
-    flops_per_s: float
-    startup_s: float
 
-
-def cpu_flops_per_s(seconds: float = 0.3) -> float:
-    """This machine's float32 matmul rate, measured for a moment."""
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        n += 1
-    return n * 2 * 512**3 / (time.perf_counter() - start)
+def calibrate_cpu(cells: list[Cell]) -> Costs:
+    """Per-token costs on this machine from the grid's smallest and largest models."""
+    by_flops = sorted(cells, key=lambda c: c.plan.flops_per_token_attention)
+    ends = [by_flops[0], by_flops[-1]]
+    resources = ends[-1].resources
+    threads = resources.threads_per_worker or max(1, math.ceil(resources.cpus_per_worker))
+    flops = [c.plan.flops_per_token_attention for c in ends]
+    seconds = [_seconds_per_token(c.train.model, c.plan.micro_batch_images, threads) for c in ends]
+    start = STARTUP_S[resources.trains_in_process(local_cluster=True)]
+    if flops[1] > flops[0] and seconds[1] > seconds[0]:
+        rate = (flops[1] - flops[0]) / (seconds[1] - seconds[0])
+        return Costs(start, max(0.0, seconds[0] - flops[0] / rate), rate)
+    return Costs(start, 0.0, flops[1] / seconds[1])
 
 
 def node_type(resources: ResourcesConfig, sweep: SweepResources) -> tuple[str, NodeType]:
@@ -57,31 +80,31 @@ def node_type(resources: ResourcesConfig, sweep: SweepResources) -> tuple[str, N
     return f"{gpus} x {ASSUMED_GPU} (assumed)", NodeType(gpus=gpus)
 
 
-def run_rate(resources: ResourcesConfig, sweep: SweepResources, cpu_rate: float) -> float:
+def run_costs(resources: ResourcesConfig, sweep: SweepResources, cpu: Costs | None) -> Costs:
+    """A run's costs: the CPU calibration, or its GPUs at GPU_MFU of their peak."""
     if not resources.use_gpu:
-        return cpu_rate
+        assert cpu is not None, "a CPU run needs the CPU calibration"
+        return cpu
     _, node = node_type(resources, sweep)
     peak = PEAK_BF16_FLOPS.get(node.gpu, PEAK_BF16_FLOPS[ASSUMED_GPU])
-    return GPU_MFU * peak * resources.workers * resources.gpus_per_worker
+    rate = GPU_MFU * peak * resources.workers * resources.gpus_per_worker
+    return Costs(STARTUP_S[False], 0.0, rate)
 
 
-def sweep_estimate(cells: list[Cell], resources: SweepResources) -> Estimate:
-    gpu = any(c.resources.use_gpu for c in cells)
-    rate = run_rate(cells[0].resources, resources, 0.0 if gpu else cpu_flops_per_s())
-    in_process = all(c.resources.trains_in_process(local_cluster=True) for c in cells)
-    return Estimate(flops_per_s=rate, startup_s=STARTUP_S[in_process])
+def sweep_costs(cells: list[Cell], resources: SweepResources) -> Costs:
+    """The prior of the sweep's ETA (its first runs' costs)."""
+    cpu = None if all(c.resources.use_gpu for c in cells) else calibrate_cpu(cells)
+    return run_costs(cells[0].resources, resources, cpu)
 
 
 def rows(cells: list[Cell], resources: SweepResources) -> list[dict[str, object]]:
     """One record per run, in the order the sweep starts them."""
-    gpu = any(c.resources.use_gpu for c in cells)
-    cpu_rate = 0.0 if gpu else cpu_flops_per_s()
+    cpu = None if all(c.resources.use_gpu for c in cells) else calibrate_cpu(cells)
     out = []
     for c in cells:
         plan, res = c.plan, c.resources
-        seconds = STARTUP_S[
-            res.trains_in_process(local_cluster=not res.use_gpu)
-        ] + c.own_compute.attention / run_rate(res, resources, cpu_rate)
+        costs = run_costs(res, resources, cpu)
+        seconds = costs.seconds(c.own_tokens, plan.flops_per_token_attention)
         epochs = plan.epochs_at(plan.steps)
         out.append(
             {

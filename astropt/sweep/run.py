@@ -35,7 +35,7 @@ from astropt.record import (
 from astropt.stopping import Interrupted, call_interruptibly, stop_on_signals
 from astropt.sweep.cells import Cell, expand
 from astropt.sweep.driver import Driver, tuner_for
-from astropt.sweep.estimate import Estimate, sweep_estimate
+from astropt.sweep.estimate import sweep_costs
 from astropt.sweep.grid import GridConfig, load_grid
 from astropt.sweep.progress import Estimator
 from astropt.sweep.runner import RunJob
@@ -200,8 +200,8 @@ def _train(
         for cell in cells
         if cell.name in opened.run_ids
     ]
-    estimate: Estimate = sweep_estimate([j.cell for j in jobs], grid.resources)
-    estimator = Estimator(estimate.flops_per_s, estimate.startup_s, grid.resources.max_concurrent)
+    prior = sweep_costs([j.cell for j in jobs], grid.resources)
+    estimator = Estimator(prior, grid.resources.max_concurrent)
     driver = Driver({job.cell.name: job for job in jobs}, estimator)
     tuner = tuner_for(
         jobs,

@@ -121,7 +121,7 @@ class WorkerRun:
                 validation_batches,
                 job.val_uri,
                 self.cfg.training.eval_batch_images,
-                self.plan.val_batches,
+                max(self.plan.val_batches, self.plan.final_val_batches),
             )
             self.stream = iter(self._image_stream(world))
             self.first = next(self.stream)
@@ -201,24 +201,29 @@ class WorkerRun:
         return position
 
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches; each rank takes every world-th image."""
+        """The validation loss, logged at this step (the curve's point)."""
         started = time.perf_counter()
-        world = self.plan.world_size
-        total = torch.zeros((), device=self.engine.device, dtype=torch.float64)
-        rows = 0
-        self.engine.eval()
-        with torch.no_grad():
-            for images in self.val:
-                part = images[self.rank :: world]
-                total += fp32_loss(self.engine, self.tokens(part)).double() * len(part)
-                rows += len(part)
-        self.engine.train()
-        loss = _mean_across_workers(total, rows)
+        loss = self.validation_loss(self.plan.val_batches)
         self.recorder.add(
             self.step,
             {Metric.VAL_LOSS: loss, Metric.EVAL_S: time.perf_counter() - started} | self.position(),
         )
         return loss
+
+    def validation_loss(self, batches: int) -> float:
+        """Mean loss over the first `batches` fixed validation batches; each rank takes every
+        world-th image."""
+        world = self.plan.world_size
+        total = torch.zeros((), device=self.engine.device, dtype=torch.float64)
+        rows = 0
+        self.engine.eval()
+        with torch.no_grad():
+            for images in self.val[:batches]:
+                part = images[self.rank :: world]
+                total += fp32_loss(self.engine, self.tokens(part)).double() * len(part)
+                rows += len(part)
+        self.engine.train()
+        return _mean_across_workers(total, rows)
 
     def save(self) -> None:
         """Checkpoint (with the metric points MLflow lacks), then send those points. MLflow then
@@ -230,10 +235,12 @@ class WorkerRun:
         self.recorder.add(self.step, {Metric.CHECKPOINT_S: time.perf_counter() - started})
 
     def final_summary(self) -> dict[str, float]:
-        """The last evaluation and what the run amounts to, logged at its last step."""
+        """The last evaluation (on `final_eval_batches`; the curve gets its usual point too) and
+        what the run amounts to, logged at its last step."""
         plan, compute = self.plan, self.plan.compute
+        self.evaluate()
         summary = {
-            Metric.FINAL_VAL_LOSS: self.evaluate(),
+            Metric.FINAL_VAL_LOSS: self.validation_loss(plan.final_val_batches),
             Metric.FINAL_TOKENS_SEEN: float(plan.tokens_seen),
             Metric.FINAL_COMPUTE_6ND: compute.six_nd,
             Metric.FINAL_COMPUTE_ATTENTION: compute.attention,

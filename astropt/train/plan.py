@@ -43,6 +43,7 @@ class TrainPlan(StrictModel):
     zero_stage: int
     train_images: int | None
     val_batches: int
+    final_val_batches: int
     data_in_memory: bool
     data_fingerprint: str
 
@@ -131,7 +132,10 @@ def make_plan(cfg: TrainConfig, world_size: int, data: DataFacts) -> TrainPlan:
         flops_per_token_attention=per_token.attention,
         zero_stage=_zero_stage(cfg, world_size, counts.total),
         train_images=data.train_images,
-        val_batches=_val_batches(cfg, data),
+        val_batches=_val_batches(cfg, data, cfg.training.eval_batches),
+        final_val_batches=_val_batches(
+            cfg, data, cfg.training.final_eval_batches or cfg.training.eval_batches
+        ),
         data_in_memory=_fits_in_memory(cfg, world_size, data),
         data_fingerprint=data.fingerprint,
     )
@@ -152,11 +156,12 @@ def _zero_stage(cfg: TrainConfig, world_size: int, n_params_total: int) -> int:
     return 2 if world_size > 1 and n_params_total >= AUTO_ZERO2_PARAMS else 0
 
 
-def _val_batches(cfg: TrainConfig, data: DataFacts) -> int:
+def _val_batches(cfg: TrainConfig, data: DataFacts, wanted: int) -> int:
+    """Validation batches an evaluation uses: `wanted`, or as many as the set holds."""
     training = cfg.training
     if data.val_images is None:
-        return training.eval_batches
-    batches = min(training.eval_batches, data.val_images // training.eval_batch_images)
+        return wanted
+    batches = min(wanted, data.val_images // training.eval_batch_images)
     if batches < 1:
         raise PlanError(
             f"eval_batch_images: the validation set {cfg.val_uri} has {data.val_images} images, "
