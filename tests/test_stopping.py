@@ -117,7 +117,8 @@ def test_sigterm_on_a_training_run_records_it_interrupted_and_stops_its_cluster(
 ):
     data = str(Path(galaxies[0]).parent)
     command = [sys.executable, "-m", "astropt.train", "--n-layer", "1", "--n-head", "2",
-               "--n-embd", "32", "--tokens", str(400 * 960), "--data", data, "--workers", "1",
+               "--n-embd", "32", "--tokens", str(400 * 960), "--data", data, "--image-size", "64",
+               "--patch-size", "16", "--workers", "1",
                "--cpus-per-worker", "1", "--checkpoint-every", "10", "--log-every", "10",
                "--eval-batches", "1", "--lr", "2e-3"]  # fmt: skip
     run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,

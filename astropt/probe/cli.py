@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from astropt.probe.data import open_shards
 from astropt.probe.embed import ASTROPT_LAYOUT, LAYOUTS, POOLS, EmbedSettings
@@ -138,6 +141,7 @@ def _run(args: argparse.Namespace) -> ProbeTable | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Probe and print the table; bad input is `error: ...` on stderr and exit code 2."""
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")  # 2 small files
     parser = _parser()
     args = parser.parse_args(argv)
     if args.weights is not None and (args.log_to_mlflow or args.export):

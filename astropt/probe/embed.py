@@ -86,7 +86,8 @@ def embed(model: AstroPT, images: np.ndarray, settings: EmbedSettings) -> np.nda
         if settings.layout == UPSTREAM_LAYOUT:
             batch = to_upstream_layout(batch)
         batch = torch.from_numpy(np.ascontiguousarray(batch))
-        tokens = images_to_tokens(batch.to(settings.device), patch)
+        # attention is causal: the pooled positions never see later ones, so only they are run
+        tokens = images_to_tokens(batch.to(settings.device), patch)[:, : settings.tokens]
         chunks.append(
             model.get_embeddings(tokens, settings.layer, slice(0, settings.tokens), settings.pool)
             .cpu()

@@ -3,11 +3,12 @@
     python -m astropt.train --preset 1M --tokens 2e6
     python -m astropt.train --n-layer 2 --n-head 4 --n-embd 64 --tokens 1e6 --data DIR --gpu
 
-Every training, image, data and resource setting has a flag, made from the configuration's own
-fields (`astropt.config`), so defaults and checks are the grid file's. Values are read as YAML:
-`--lr 1e-3`, `--lr table`, `--global-batch-tokens "{rule: deepseek}"`. The run is a grid of one
-cell, run by the sweep's machinery (progress, watchdog, Ctrl-C); without --data it trains on
-the synthetic set the default grid uses, generated under data/synthetic/ if missing.
+The run is a cell of the default grid (sweeps/grids/default.yaml): its image, data, training
+and resource settings, unless a flag says otherwise, so without --data it trains on the default
+sweep's synthetic galaxies (generated under data/synthetic/ if missing). Every setting has a flag,
+made from the configuration's own fields (astropt.config), with the grid file's checks. Values
+are read as YAML: `--lr 1e-3`, `--lr table`, `--global-batch-tokens "{rule: deepseek}"`. It runs
+through the sweep's machinery: progress lines, the watchdog, Ctrl-C recorded as interrupted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from astropt.config import (
     TrackingConfig,
     TrainingConfig,
 )
-from astropt.sweep.cli import USER_ERRORS
+from astropt.sweep.cli import DEFAULT_GRID, USER_ERRORS
 from astropt.sweep.grid import GridConfig, describe
 from astropt.sweep.run import run_grid
 
@@ -83,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
                 continue
             flag = _flag(section, path)
             dest = f"{section}.{'.'.join(path)}"
-            help_text = (field.description or "") + f" (default: {field.get_default()})"
+            default = _lookup(BASE.get(section, {}), path, field.get_default())
+            help_text = (field.description or "") + f" (default: {default})"
             if field.annotation is bool:
                 group.add_argument(
                     flag,
@@ -102,6 +104,37 @@ def parser() -> argparse.ArgumentParser:
                     help=help_text,
                 )
     return p
+
+
+def _base() -> dict[str, dict]:
+    """The default grid's own settings (as written in its file), per section."""
+    return yaml.safe_load(DEFAULT_GRID.read_text())
+
+
+BASE = _base()
+
+
+def _lookup(tree: dict, path: tuple[str, ...], fallback: object) -> object:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return fallback
+        tree = tree[part]
+    return tree
+
+
+#: Settings given as a whole: a warmup is a fraction or steps, never both.
+WHOLE = {"warmup"}
+
+
+def _merged(base: dict, given: dict) -> dict:
+    """`base` with every value `given` names replaced (nested sections merged)."""
+    merged = dict(base)
+    for key, value in given.items():
+        if key not in WHOLE and isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merged(base[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _nest(values: dict[str, object]) -> dict[str, dict]:
@@ -130,20 +163,19 @@ def one_cell_grid(args: argparse.Namespace) -> GridConfig:
         }
     else:
         size = args.preset
-    tracking = {"experiment": "astropt-train"} | given.pop("tracking", {})
-    resources = given.pop("resources", {})
-    data = given.pop("data", None) or {"synthetic": {}}
+    sections = {name: _merged(BASE.get(name, {}), given.get(name, {})) for name in SECTIONS}
+    if "data" in given:  # another data set: none of the default grid's synthetic one
+        sections["data"] = given["data"]
+    sections["tracking"] = {"experiment": "astropt-train"} | given.get("tracking", {})
+    sections["resources"] |= {"max_failures": 0}
     return GridConfig.model_validate(
         {
             "name": "train",
             "sizes": [size],
             "budgets": {"tokens": [args.tokens]},
             "seeds": [args.seed],
-            "data": data,
-            "tracking": tracking,
             "storage": args.storage,
-            "resources": resources | {"max_failures": 0},
-            **given,
+            **sections,
         }
     )
 
