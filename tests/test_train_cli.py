@@ -39,7 +39,7 @@ def test_empty_shard_set(capsys, tmp_path):
     assert "no *.parquet files" in _error(capsys)
 
 
-def test_budget_smaller_than_one_global_batch(capsys, small_set):
+def test_a_budget_too_small_for_the_minimum_steps(capsys, small_set):
     args = ["--tokens", "100", "--data", str(small_set), "--image-size", "32", "--patch-size", "8"]
     assert main(args) == 2
-    assert "1M at 100 tokens: tokens: the budget gives 1 optimizer step(s)" in _error(capsys)
+    assert "1M at 100 tokens: training.min_steps 200: even one image per worker" in _error(capsys)
