@@ -18,14 +18,8 @@ COMMANDS = [
     ["astropt.data.check"],
     ["astropt.spool"],
     ["astropt.fit_scaling"],
-    pytest.param(
-        ["astropt.data.synth"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="astropt/data/synth.py (owned elsewhere) parses without prog=: its usage "
-            "line reads synth.py",
-        ),
-    ),
+    ["astropt.data.synth"],
+    ["astropt.train"],
 ]
 MARKUP = re.compile(r":(mod|func|class|meth|attr):|``")
 

@@ -36,7 +36,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -250,13 +249,3 @@ class ShardSet:
         if value is None:
             raise ValueError(f"{join(self.uri, self.names[0])} lacks schema metadata {key}")
         return value
-
-
-def __getattr__(name: str) -> Any:
-    """Transitional: `SplitWriter` moved to `astropt.data.writers`; astropt/data/synth.py still
-    imports it from here. Remove this once synth.py imports it from writers."""
-    if name == "SplitWriter":
-        from astropt.data.writers import SplitWriter
-
-        return SplitWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
