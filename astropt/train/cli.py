@@ -84,7 +84,9 @@ def parser() -> argparse.ArgumentParser:
                 continue
             flag = _flag(section, path)
             dest = f"{section}.{'.'.join(path)}"
-            default = _lookup(BASE.get(section, {}), path, field.get_default())
+            default = _lookup(
+                BASE.get(section, {}), path, field.get_default(call_default_factory=True)
+            )
             help_text = (field.description or "") + f" (default: {default})"
             if field.annotation is bool:
                 group.add_argument(
