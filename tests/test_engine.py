@@ -11,7 +11,12 @@ import torch.distributed as dist
 from astropt.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, TrainingConfig
 from astropt.model import AstroPT
 from astropt.patches import images_to_tokens
-from astropt.train.engine import build_engine, init_world_of_one, param_groups
+from astropt.train.engine import (
+    build_engine,
+    init_world_of_one,
+    param_groups,
+    release_world_of_one,
+)
 from astropt.train.loop import fp32_loss
 from astropt.train.plan import DataFacts, make_plan
 
@@ -21,13 +26,14 @@ NO_DATA = DataFacts(train_images=None, val_images=None)
 @pytest.fixture(scope="module")
 def one_rank():
     """This process as rank 0 of a gloo world of one, as a single Ray Train worker is; the
-    environment is as it was afterwards."""
+    world (DeepSpeed's cached groups too) and the environment are as they were afterwards."""
     saved = os.environ.copy()
     init_world_of_one("gloo")
     yield
-    dist.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
+    release_world_of_one()
+    assert not dist.is_initialized()
+    world = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    assert {key for key in world if os.environ.get(key) != saved.get(key)} == set()
 
 
 def _config(**training: object) -> TrainConfig:

@@ -86,12 +86,17 @@ def build_engine(
     return engine
 
 
+_WORLD_ENV_ADDED: list[str] = []
+
+
 def init_world_of_one(backend: str) -> None:
     """This process as rank 0 of a world of one, for a DeepSpeed engine outside Ray Train (a
     benchmark, a test, a notebook). Ray Train sets up its workers' process group itself.
 
-    DeepSpeed reads RANK, LOCAL_RANK and WORLD_SIZE from the environment; values already set
-    win, and a free local port is taken for the rendezvous.
+    DeepSpeed reads RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address from the
+    environment; values already set (a torchrun launch) win, and a free local port is taken for
+    the rendezvous. What this adds is removed again by `release_world_of_one`, so a process it
+    starts later (a sweep's Ray cluster, a subprocess) does not inherit a port still in use.
     """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -99,16 +104,21 @@ def init_world_of_one(backend: str) -> None:
     world = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
              "MASTER_PORT": str(port)}  # fmt: skip
     for key, value in world.items():
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            os.environ[key] = value
+            _WORLD_ENV_ADDED.append(key)
     prepare_deepspeed_ops()
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
 
 
 def release_world_of_one() -> None:
     """End the world of one `init_world_of_one` began, through DeepSpeed, which then drops the
-    process groups it cached: the next run in this process (a reused Tune trial) starts clean."""
+    process groups it cached, and remove the variables it set: the next run in this process (a
+    reused Tune trial) starts clean."""
     if torch.distributed.is_initialized():
         deepspeed.comm.destroy_process_group()
+    while _WORLD_ENV_ADDED:
+        os.environ.pop(_WORLD_ENV_ADDED.pop(), None)
 
 
 def align_schedule(engine: deepspeed.DeepSpeedEngine, step: int) -> None:
