@@ -136,8 +136,10 @@ class AstroPT(nn.Module):
         upto = layer % (self.cfg.n_layer + 1) if layer < 0 else layer
         if not 0 <= upto <= self.cfg.n_layer:
             raise ValueError(f"layer {layer} out of range for a {self.cfg.n_layer}-block model")
-        hidden = self.hidden_states(sequence[:, : self.cfg.image.tokens_per_image], upto)
-        hidden = hidden[:, tokens]
+        last = self.cfg.image.tokens_per_image
+        if tokens.stop is not None and tokens.stop >= 0:
+            last = min(last, tokens.stop)  # causal: later positions cannot change pooled ones
+        hidden = self.hidden_states(sequence[:, :last], upto)[:, tokens]
         if pool == "mean":
             return hidden.mean(dim=1)
         if pool == "last":

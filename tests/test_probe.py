@@ -131,6 +131,11 @@ def test_embeddings_are_deterministic_and_n_by_n_embd(synth, weights):
     np.testing.assert_array_equal(first, embed(model, images, EmbedSettings()))
     early = embed(model, images, EmbedSettings(layer=0, tokens=4, pool="last"))
     assert early.shape == (40, CFG.n_embd) and not np.allclose(early, first)
+    tokens = images_to_tokens(torch.from_numpy(images), CFG.image.patch_size)
+    for pool in ("mean", "last"):  # only the pooled positions are run, with the same result
+        whole = model.get_embeddings(tokens, tokens=slice(0, 6), pool=pool).numpy()
+        first_six = embed(model, images, EmbedSettings(tokens=6, pool=pool))
+        np.testing.assert_allclose(first_six, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_weights_load_from_folder_or_file_exactly(weights):

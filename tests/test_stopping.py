@@ -88,8 +88,10 @@ def test_ctrl_c_on_a_sweep_records_its_cell_interrupted_and_stops_its_cluster(
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     command = [sys.executable, str(REPO / "sweeps" / "run_grid.py"), str(path)]
-    sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    sweep = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
     started = _when_training(sweep, grid["tracking"]["uri"], "stop")
     code = _stop(sweep, signal.SIGINT, started)
     output = sweep.stdout.read()
