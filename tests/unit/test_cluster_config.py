@@ -46,7 +46,7 @@ from astropt.sweep.run import grid_facts
 from astropt.sweep.runner import RunJob
 from astropt.train.trainer import CONTROLLER_POLL, DATA_CPUS, RunData, build_trainer, worker_job
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GPU_YAML = REPO / "cluster" / "gpu.yaml"
 PAPER = REPO / "sweeps" / "grids" / "paper.yaml"
 BUILD_WHEEL = REPO / "cluster" / "build-wheel"

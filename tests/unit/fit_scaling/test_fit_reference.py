@@ -10,7 +10,7 @@ from astropt.fit_scaling import BESIROGLU_GRID, COARSE_GRID, ChinchillaLaw, Tabl
 from astropt.fit_scaling.bootstrap import bootstrap_law
 from astropt.fit_scaling.isoflop import isoflop
 
-REFERENCE = Path(__file__).parent / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 # Besiroglu et al. 2024 (arXiv:2404.10102), Table 1, on the 240 kept points.
 PUBLISHED = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}

@@ -31,7 +31,7 @@ from astropt.sweep.run import grid_facts
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "cluster" / "local-multinode"
 SIZE = {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 64, "lr": 2e-3}
 #: Ports the script uses from its base port: the head's GCS, 16 per node, 100 per node's workers.

@@ -15,7 +15,7 @@ def expand(grid):
     return expand_with(grid, grid_facts(grid))
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 BASE = {
     "name": "t",

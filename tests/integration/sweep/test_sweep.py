@@ -19,7 +19,7 @@ from astropt.sweep.run import grid_facts, run_sweep
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def expand(grid):

@@ -23,7 +23,7 @@ from astropt.sweep.run import grid_facts, run_sweep
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3}
 
 

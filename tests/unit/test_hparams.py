@@ -18,7 +18,7 @@ from astropt.sweep.cells import expand
 from astropt.sweep.grid import GridError, load_grid
 from astropt.sweep.run import grid_facts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ModelConfig(n_layer=2, n_head=2, n_embd=64)  # 15 tokens per image at 64 x 64
 
 
