@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from astropt.probe.baselines import FEATURE_SETS, TRAINED
-from astropt.probe.names import ProbeName
 from astropt.probe.probes import ALL_METRICS, Score
+from astropt.record import ProbeName
 
 UNITS_NOTE = (
     "r2: coefficient of determination; medae: median absolute error in robust-standardised "

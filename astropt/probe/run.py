@@ -23,11 +23,10 @@ from astropt.probe.data import (
 from astropt.probe.embed import EmbedSettings, check_images
 from astropt.probe.embedding_map import PROJECTIONS, embedding_map
 from astropt.probe.errors import ProbeInputError
-from astropt.probe.names import ProbeName
 from astropt.probe.probes import cross_validate, is_constant, prepare_target
 from astropt.probe.report import ProbeRow, ProbeTable, to_csv, to_json, to_markdown, to_text
 from astropt.probe.weights import run_source, tracking_client
-from astropt.record import MAX_BATCH, MetricPoint, Param, Tag, set_tags
+from astropt.record import MAX_BATCH, MetricPoint, Param, ProbeName, Tag, set_tags
 
 DEFAULT_MAP_COLOUR = "mag_r"
 TABLE_FORMATS = {"txt": to_text, "md": to_markdown, "csv": to_csv, "json": to_json}

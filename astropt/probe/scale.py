@@ -29,7 +29,6 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import ConstantInputWarning, spearmanr
 
 from astropt.probe.errors import ProbeInputError
-from astropt.probe.names import ProbeName
 from astropt.probe.probes import ALL_METRICS
 from astropt.probe.weights import tracking_client
 from astropt.record import (
@@ -37,6 +36,7 @@ from astropt.record import (
     Metric,
     MetricPoint,
     Param,
+    ProbeName,
     Role,
     Tag,
     default_tracking_uri,

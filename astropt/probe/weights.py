@@ -24,8 +24,10 @@ from astropt.config import ModelConfig
 from astropt.model import AstroPT
 from astropt.probe.embed import ASTROPT_LAYOUT, UPSTREAM_LAYOUT
 from astropt.probe.errors import ProbeInputError
-from astropt.probe.names import CONFIG_FILE, MODEL_ARTIFACT, WEIGHTS_FILE
 from astropt.record import (
+    CONFIG_FILE,
+    MODEL_ARTIFACT,
+    WEIGHTS_FILE,
     Metric,
     Param,
     Role,

@@ -25,14 +25,18 @@ from astropt.record.metrics import (
     metric_history,
 )
 from astropt.record.names import (
+    CONFIG_FILE,
     ESTIMATE_SUFFIXES,
     FIT_RUN_NAME,
+    MODEL_ARTIFACT,
     MODEL_TRAINING_VIEW,
+    WEIGHTS_FILE,
     FitMetric,
     FitParam,
     FitTag,
     Metric,
     Param,
+    ProbeName,
     Role,
     Status,
     Tag,
@@ -61,10 +65,13 @@ from astropt.record.runs import (
 )
 
 __all__ = [
+    "CONFIG_FILE",
     "ESTIMATE_SUFFIXES",
     "FIT_RUN_NAME",
     "MAX_BATCH",
+    "MODEL_ARTIFACT",
     "MODEL_TRAINING_VIEW",
+    "WEIGHTS_FILE",
     "FitMetric",
     "FitParam",
     "FitTag",
@@ -72,6 +79,7 @@ __all__ = [
     "MetricBuffer",
     "MetricPoint",
     "Param",
+    "ProbeName",
     "Role",
     "Status",
     "Tag",

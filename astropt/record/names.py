@@ -131,3 +131,18 @@ def allocation_metric(compute: float, quantity: str) -> str:
 def power_law_metric(variable: str, name: str) -> str:
     """A coefficient of the single-variable law L(variable)."""
     return f"power_law_{variable}/{name}"
+
+
+#: A cell run's exported weights: its artifact folder and the two files in it.
+MODEL_ARTIFACT = "model"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class ProbeName(StrEnum):
+    METRIC = "probe"  # probe/<target>/<metric> (+ _std): the model's scores
+    BASELINE_METRIC = "probe_baseline"  # probe_baseline/<features>/<target>/<metric>
+    SCALE_METRIC = "probe_scale"  # probe_scale/<target>/<metric>/rho_<axis> on the parent
+    ARTIFACTS = "probe"  # a cell run's probe table and embedding map
+    SCALE_ARTIFACTS = "probe_scale"  # the parent run's probe-vs-scale files
+    STD_SUFFIX = "_std"

@@ -20,7 +20,15 @@ from mlflow.entities import Metric as MetricPoint
 from safetensors.torch import save_file
 
 from astropt.config import ModelConfig
-from astropt.record import MetricBuffer, logged_through, make_client, set_tags
+from astropt.record import (
+    CONFIG_FILE,
+    MODEL_ARTIFACT,
+    WEIGHTS_FILE,
+    MetricBuffer,
+    logged_through,
+    make_client,
+    set_tags,
+)
 from astropt.spool import spool_folder, write_spool
 from astropt.storage import copy_folder, join
 
@@ -87,10 +95,10 @@ class Recorder:
         if self.buffer is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            save_file(dict(state), Path(tmp) / "model.safetensors")
-            (Path(tmp) / "config.json").write_text(model.model_dump_json(indent=2))
+            save_file(dict(state), Path(tmp) / WEIGHTS_FILE)
+            (Path(tmp) / CONFIG_FILE).write_text(model.model_dump_json(indent=2))
             try:
-                self.buffer.client.log_artifacts(self.run_id, tmp, artifact_path="model")
+                self.buffer.client.log_artifacts(self.run_id, tmp, artifact_path=MODEL_ARTIFACT)
             except Exception as error:
                 kept = join(spool_folder(self.run_dir), f"{self.run_id}-model")
                 copy_folder(tmp, kept)
