@@ -198,3 +198,34 @@ def test_a_checkpoint_that_cannot_be_written_names_its_path_and_keeps_the_previo
     assert again.status == "finished" and again.tokens_seen == STEPS * 960
     assert _unique_steps(client, again.run_id, "train/loss") == list(range(10, STEPS + 1, 10))
     assert _unique_steps(client, again.run_id, "val/loss") == [0, 20, 40, 60]
+
+
+def test_a_run_over_two_and_a_half_epochs_records_2_5(ray_local, tmp_path):
+    """A small set (its train split a multiple of 10 images) trained for 2.5 passes: the run
+    records its unique tokens, the tokens it saw and 2.5 epochs, at the end and as it goes."""
+    from astropt.data.synthetic_sets import ensure_synthetic_dataset, expected_split
+
+    total = next(n for n in range(200, 260) if expected_split(n)["train"] % 10 == 0)
+    images = expected_split(total)["train"]
+    train, val = ensure_synthetic_dataset(str(tmp_path / "small"), total, 32, 0)
+    batch_images = images // 10  # 25 steps of a tenth of the set: 2.5 epochs
+    cfg = TrainConfig(
+        model=ModelConfig(n_layer=1, n_head=2, n_embd=32, image_size=32),
+        data=DataConfig(train=train, val=val),
+        tokens=25 * batch_images * 3,
+        training=TrainingConfig(
+            global_batch_tokens=batch_images * 3, micro_batch_images=batch_images,
+            lr=2e-3, warmup={"steps": 2}, eval_every=25, eval_batch_images=16, eval_batches=1,
+            checkpoint_every=25, log_every=5,
+        ),
+    )  # fmt: skip
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="epochs")
+    outcome = run_training(
+        cfg, ResourcesConfig(workers=1), tracking, name="epochs", storage_path=str(tmp_path / "ray")
+    )
+    run = MlflowClient(tracking.uri).get_run(outcome.run_id)
+    assert run.data.params["unique_tokens"] == str(images * 3)
+    assert run.data.metrics["final/tokens_seen"] == 25 * batch_images * 3
+    assert run.data.metrics["final/epochs"] == 2.5
+    epochs = _history(MlflowClient(tracking.uri), outcome.run_id, "epochs")
+    assert epochs == [(step, step / 10) for step in (0, 5, 10, 15, 20, 25)]
