@@ -42,13 +42,16 @@ class ComputeModel:
         return np.asarray(compute, dtype=float) / self.flops_per_token(N)
 
     @property
-    def formula(self) -> str:
+    def expression(self) -> str:
         if self.excess_coef == 0.0:
             return "C = 6 N D"
-        return (
-            f"C = 6 N D (1 + {self.excess_coef:.4g} N^-{self.excess_exponent:.4g}) "
-            "(attention term fitted to the cells' own FLOP counts)"
-        )
+        return f"C = 6 N D (1 + {self.excess_coef:.4g} N^-{self.excess_exponent:.4g})"
+
+    @property
+    def formula(self) -> str:
+        if self.excess_coef == 0.0:
+            return self.expression
+        return f"{self.expression} (attention term fitted to the cells' own FLOP counts)"
 
 
 @dataclass(frozen=True)

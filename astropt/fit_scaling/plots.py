@@ -51,7 +51,9 @@ def loss_vs_compute(analysis: Analysis, path: Path) -> None:
         ax.plot(analysis.envelope.compute, analysis.envelope.loss, "k--", lw=1, label="envelope")
         ax.legend()
     fig.colorbar(colours, ax=ax, label="N (parameters)")
-    ax.set(xscale="log", yscale="log", xlabel=f"compute, {compute.formula} (FLOP)", ylabel="loss")
+    ax.set(
+        xscale="log", yscale="log", xlabel=f"compute, {compute.expression} (FLOP)", ylabel="loss"
+    )
     ax.set_title("Loss vs compute per model size (lines: fitted law)")
     fig.savefig(path, dpi=120)
 
