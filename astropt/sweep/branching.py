@@ -46,6 +46,12 @@ def wait_for_branch_point(trunk: str, trunk_dir: str, step: int, limit_s: float)
             raise TrunkFailed(f"trunk {trunk} failed; its branches cannot start")
         if checkpoint.is_complete(trunk_dir, step):
             return checkpoint.path_of(trunk_dir, step)
+        if (latest := checkpoint.complete_steps(trunk_dir)[-1:]) and latest[0] > step:
+            raise TrunkFailed(
+                f"trunk {trunk} is at step {latest[0]} in {trunk_dir} and kept no checkpoint at "
+                f"step {step}, this branch's start (its branch points were released once its "
+                "branches finished); remove that folder to train the trunk again"
+            )
         time.sleep(POLL_S)
     raise TimeoutError(f"no checkpoint at step {step} of trunk {trunk} within {limit_s:.0f} s")
 

@@ -32,7 +32,7 @@ from astropt.config import (
     TrackingConfig,
     TrainingConfig,
 )
-from astropt.storage import absolute_uri
+from astropt.storage import absolute_uri, join
 
 
 class CustomSize(StrictModel):
@@ -135,8 +135,12 @@ class GridConfig(StrictModel):
 
     @property
     def storage_path(self) -> str:
-        """Ray storage as an absolute path (Ray requires one) or a URI such as s3://..."""
-        return absolute_uri(self.storage)
+        """This grid's folder of Ray storage, `<storage>/<name>`: its runs' checkpoints and Tune's
+        state, as an absolute path (Ray requires one) or a URI such as s3://... Each grid has its
+        own: two grids can hold cells of the same name (the same size, budget and settings), and
+        one grid's finished runs must not stand in for the other's, whose branch points they no
+        longer keep."""
+        return join(absolute_uri(self.storage), self.name)
 
     @model_validator(mode="after")
     def _known_sizes(self) -> GridConfig:

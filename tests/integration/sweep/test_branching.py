@@ -18,9 +18,9 @@ from astropt.train.run import run_training
 pytestmark = pytest.mark.slow
 
 
-def _grid(tmp: Path, galaxies: tuple[str, str]) -> Path:
+def _grid(tmp: Path, galaxies: tuple[str, str], name: str = "branching") -> Path:
     grid = {
-        "name": "branching",
+        "name": name,
         "mode": "branching",
         "sizes": [{"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "lr": 2e-3}],
         "budgets": {"tokens": [9600, 19200]},  # 10 and 20 steps; cooldowns from steps 8 and 16
@@ -28,10 +28,10 @@ def _grid(tmp: Path, galaxies: tuple[str, str]) -> Path:
         "training": {"eval_every": 4, "checkpoint_every": 100, "log_every": 2, "eval_batches": 1},
         # Two trials at a time: a branch waits for its trunk's checkpoint beside the trunk.
         "resources": {"workers": 1, "cpus_per_worker": 0.5, "max_concurrent": 2, "max_failures": 0},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "branching"},
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": name},
         "storage": str(tmp / "ray"),
     }
-    path = tmp / "grid.yaml"
+    path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
 
@@ -74,5 +74,25 @@ def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
     assert branch.data.tags["astropt.inherited_through"] == "16"
     val_steps = [m.step for m in client.get_metric_history(branch.info.run_id, "val/loss")]
     assert sorted(val_steps) == [0, 4, 8, 12, 16, 20] == sorted(set(val_steps))
-    trunk_dir = tmp_path / "ray" / trunk.name
+    trunk_dir = Path(grid.storage_path) / trunk.name
     assert [p.name for p in sorted(trunk_dir.glob("step_*"))] == ["step_000000016"]
+
+
+def test_a_second_grid_with_the_same_cells_and_storage_trains_its_own(
+    ray_local, galaxies, tmp_path
+):
+    """Two grids of the same cells (same names) sharing one storage path: the second does not
+    take the first's finished trunk, which no longer keeps its branch points, for its own; it
+    trains its own trunk and branches, in its own folder."""
+    first, second = _grid(tmp_path, galaxies), _grid(tmp_path, galaxies, name="again")
+    assert run_sweep(first) == 0
+    assert run_sweep(second) == 0
+    grid = load_grid(second)
+    client = MlflowClient(grid.tracking.uri)
+    experiment = client.get_experiment_by_name("again").experiment_id
+    runs = client.search_runs([experiment], "tags.`astropt.status` = 'finished'")
+    roles = sorted(r.data.tags["astropt.role"] for r in runs if "astropt.cell" in r.data.tags)
+    assert roles == ["cell", "cell", "trunk"]
+    trunk = next(r for r in runs if r.data.tags.get("astropt.role") == "trunk")
+    assert [m.step for m in client.get_metric_history(trunk.info.run_id, "val/loss")][-1] == 16
+    assert Path(grid.storage_path) != Path(load_grid(first).storage_path)
