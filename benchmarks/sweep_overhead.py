@@ -85,6 +85,7 @@ def _costs(client: MlflowClient, run: Run) -> dict[str, float | str]:
         "submitted": submitted,
         "ended": run.info.end_time / 1000,
         "wall_s": wall,
+        "own_tokens": own_tokens,
         "train_s": train,
         "overhead_s": wall - train,
         **{key: point.value for key, point in phases.items()},
