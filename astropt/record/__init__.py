@@ -4,9 +4,10 @@ module imports these from here.
 
 What the record holds (read by the sweep summary, the probes and `fit_scaling`):
 
-- One experiment per grid, created to open in MLflow's model-training view. The sweep's parent
-  run has role `sweep`; each cell is a child run (role `cell`) named by the cell; a branching
-  sweep's trunks are child runs with role `trunk`; a scaling fit is a child run with role `fit`.
+- One experiment per grid, tagged as a model-training experiment (`ui_link` opens that view).
+  The sweep's parent run has role `sweep`; each cell is a child run (role `cell`) named by the
+  cell; a branching sweep's trunks are child runs with role `trunk`; a scaling fit is a child
+  run with role `fit`.
 - A run's status tag is written by one process only: the driver that opened the run
   (`open_run`, `close_run`). Workers write metrics and the tags of where and how far they ran.
 - Metrics are indexed by optimizer step, each (metric, step) written once (`MetricBuffer`).
@@ -62,6 +63,7 @@ from astropt.record.runs import (
     search_runs,
     set_tags,
     sqlite_path,
+    ui_link,
 )
 
 __all__ = [
@@ -105,4 +107,5 @@ __all__ = [
     "search_runs",
     "set_tags",
     "sqlite_path",
+    "ui_link",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import requests
 from mlflow.entities import Param as ParamEntry
@@ -69,7 +70,8 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Id of the experiment `name`, created (in the driver, never a worker) if missing, and
-    tagged to open in MLflow's model-training view."""
+    tagged as a model-training experiment (MLflow 3.17's UI still opens a new browser in its
+    GenAI mode: `ui_link` is the address that opens the model-training view)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = _artifact_location(client.tracking_uri)
@@ -197,3 +199,17 @@ def run_status(run: Run) -> Status | None:
     """The run's astropt status, None when it has none (or an unknown one)."""
     value = run.data.tags.get(Tag.STATUS)
     return Status(value) if value in Status._value2member_map_ else None
+
+
+#: The cells of a sweep (trunks included) in MLflow's search syntax: every run with a size tag.
+CELLS_FILTER = f"tags.{Tag.SIZE} LIKE '%'"
+
+
+def ui_link(tracking_uri: str, experiment_id: str) -> str:
+    """Where the MLflow UI shows an experiment's cells as curves, in its model-training view
+    (a local store: the address `mlflow ui` serves by default)."""
+    served = tracking_uri.startswith(("http://", "https://"))
+    base = tracking_uri if served else "http://127.0.0.1:5000"
+    view = {"workflowType": "machine_learning", "compareRunsMode": "CHART"}
+    query = urlencode(view | {"searchFilter": CELLS_FILTER}, quote_via=quote)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"

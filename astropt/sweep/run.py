@@ -31,6 +31,7 @@ from astropt.record import (
     open_run,
     require_reachable,
     scrub_uri,
+    ui_link,
 )
 from astropt.stopping import Interrupted, call_interruptibly, stop_on_signals
 from astropt.sweep.cells import Cell, expand
@@ -252,6 +253,7 @@ def _finish(grid: GridConfig, client, experiment_id: str, parent: str, cells: li
         f"{out_dir}/curves.png; fit it: python -m astropt.fit_scaling --experiment "
         f"{grid.tracking.experiment}"
     )
+    print(f"curves of every cell in the MLflow UI: {ui_link(grid.tracking.uri, experiment_id)}")
     all_done = (table["status"] == Status.FINISHED).sum() == len(names)
     client.set_terminated(parent, "FINISHED" if all_done else "FAILED")
     return 0 if all_done else 1
