@@ -28,7 +28,7 @@ from astropt.sweep.progress import Costs, minutes
 
 #: Fixed cost of one run on a 2-core CPU machine: in the trial's process (one CPU worker), or a
 #: worker group; see benchmarks/README.md (sweep overhead).
-STARTUP_S = {True: 3.0, False: 24.0}
+STARTUP_S = {True: 1.0, False: 24.0}
 #: Fraction of peak a GPU run sustains, and the GPU assumed when the grid names no node type.
 GPU_MFU, ASSUMED_GPU = 0.35, "A100"
 CALIBRATION_STEPS = 5

@@ -36,14 +36,22 @@ def _grid(tmp: Path, galaxies: tuple[str, str], name: str = "branching") -> Path
     return path
 
 
-def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
-    path = _grid(tmp_path, galaxies)
+@pytest.fixture(scope="module")
+def swept(ray_local, galaxies, tmp_path_factory) -> tuple[Path, Path]:
+    """The branching grid, run once: (its folder, its grid file)."""
+    tmp = tmp_path_factory.mktemp("branching")
+    path = _grid(tmp, galaxies)
+    assert run_sweep(path) == 0  # every cell finished (trunks are not cells)
+    return tmp, path
+
+
+def test_branches_match_a_straight_wsd_run(swept):
+    tmp_path, path = swept
     grid = load_grid(path)
     cells = expand(grid, grid_facts(grid))
     trunk, *branches = cells
     assert trunk.role == "trunk" and trunk.train.keep_steps == (8, 16)
     assert "saving" in dry_run(cells, grid.resources)
-    assert run_sweep(path) == 0  # every cell finished (trunks are not cells)
 
     client = MlflowClient(grid.tracking.uri)
     experiment = client.get_experiment_by_name("branching").experiment_id
@@ -78,14 +86,12 @@ def test_branches_match_a_straight_wsd_run(ray_local, galaxies, tmp_path):
     assert [p.name for p in sorted(trunk_dir.glob("step_*"))] == ["step_000000016"]
 
 
-def test_a_second_grid_with_the_same_cells_and_storage_trains_its_own(
-    ray_local, galaxies, tmp_path
-):
+def test_a_second_grid_with_the_same_cells_and_storage_trains_its_own(swept, galaxies):
     """Two grids of the same cells (same names) sharing one storage path: the second does not
     take the first's finished trunk, which no longer keeps its branch points, for its own; it
     trains its own trunk and branches, in its own folder."""
-    first, second = _grid(tmp_path, galaxies), _grid(tmp_path, galaxies, name="again")
-    assert run_sweep(first) == 0
+    tmp_path, first = swept
+    second = _grid(tmp_path, galaxies, name="again")
     assert run_sweep(second) == 0
     grid = load_grid(second)
     client = MlflowClient(grid.tracking.uri)

@@ -73,24 +73,29 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_every_step_once(
     ray_local, galaxies, tmp_path
 ):
     path = _grid(tmp_path, galaxies, [{"name": "a"} | TINY], steps=60)
-    uri = load_grid(path).tracking.uri
+    grid = load_grid(path)
+    uri = grid.tracking.uri
     killed: list[int] = []
+    swept = threading.Event()
 
     def kill_after_first_checkpoint() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            runs = _runs(uri)
-            if any("train/loss" in r.data.metrics for r in runs.values()) and _trial_pids():
+        """The trial's process, once the run's first checkpoint is complete (its folder, not
+        MLflow, which only hears of it later): polling stops when the sweep does."""
+        while not swept.is_set():
+            if any(Path(grid.storage_path).glob("*/step_*/COMPLETE")) and _trial_pids():
                 pid = _trial_pids()[0]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
-            time.sleep(0.3)
+            time.sleep(0.05)
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    assert run_sweep(path) == 0
-    killer.join(timeout=10)
+    try:
+        assert run_sweep(path) == 0
+    finally:
+        swept.set()
+        killer.join()
     assert killed, "no trial was killed: the test did not exercise a failure"
     (run,) = _runs(uri).values()
     assert run.data.tags["astropt.status"] == "finished"

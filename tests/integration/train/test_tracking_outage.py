@@ -89,7 +89,8 @@ def test_an_unreachable_server_is_a_clear_error_before_anything_starts():
 
 
 def test_a_brief_outage_loses_no_metric(ray_local, galaxies, mlflow_server, tmp_path):
-    tracking = TrackingConfig(uri=mlflow_server.uri, experiment="t")
+    # Room for a slow restart: the run may end while the server is still starting again.
+    tracking = TrackingConfig(uri=mlflow_server.uri, experiment="t", final_wait_s=300)
     client = MlflowClient(mlflow_server.uri)
 
     def outage() -> None:
