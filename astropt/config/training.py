@@ -103,12 +103,14 @@ class WatchdogConfig(StrictModel):
 
 
 class StallForTest(StrictModel):
-    """Rank 0 of every run of `size` sleeps `seconds` after its first optimizer step."""
+    """Rank 0 of every run of `size` sleeps `seconds` after optimizer step `after_step`."""
 
     size: str
     """the size whose runs hang"""
     seconds: PositiveFloat
     """how long rank 0 sleeps"""
+    after_step: PositiveInt = 1
+    """the optimizer step after which it sleeps (again on every resume that passes it)"""
 
 
 class TrainingConfig(StrictModel):
@@ -146,5 +148,6 @@ class TrainingConfig(StrictModel):
     divergence: DivergenceConfig = DivergenceConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     stall_for_test: StallForTest | None = Field(
-        None, description="testing the watchdog: make runs of one size hang after step 1"
+        None,
+        description="testing the watchdog and resumption: make runs of one size hang after a step",
     )

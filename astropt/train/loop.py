@@ -294,7 +294,12 @@ def train(job: WorkerJob) -> dict:
     while run.step < plan.steps:
         run.train_step()
         stall = training.stall_for_test
-        if stall and stall.size == run.cfg.model.name and run.step == 1 and run.rank == 0:
+        if (
+            stall
+            and stall.size == run.cfg.model.name
+            and run.step == stall.after_step
+            and run.rank == 0
+        ):
             time.sleep(stall.seconds)
         last = run.step == plan.steps
         if (run.step % training.log_every == 0 or last) and run.log_point():

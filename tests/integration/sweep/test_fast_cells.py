@@ -72,20 +72,30 @@ def _trial_pids() -> list[int]:
 def test_a_killed_trial_resumes_from_its_checkpoint_with_every_step_once(
     ray_local, galaxies, tmp_path
 ):
-    path = _grid(tmp_path, galaxies, [{"name": "a"} | TINY], steps=60)
+    # rank 0 pauses after step 11, once step 10's checkpoint is complete: the killer's window
+    stall = {"size": "a", "seconds": 5, "after_step": 11}
+    training = {"eval_every": 10, "checkpoint_every": 10, "log_every": 5, "eval_batches": 1}
+    path = _grid(
+        tmp_path,
+        galaxies,
+        [{"name": "a"} | TINY],
+        steps=60,
+        training=training | {"stall_for_test": stall},
+    )
     grid = load_grid(path)
     uri = grid.tracking.uri
     killed: list[int] = []
     swept = threading.Event()
+    earlier = set(_trial_pids())  # an earlier test's trial actors, maybe not gone yet
 
     def kill_after_first_checkpoint() -> None:
-        """The trial's process, once the run's first checkpoint is complete (its folder, not
-        MLflow, which only hears of it later): polling stops when the sweep does."""
+        """This sweep's trial process, once the run's first checkpoint is complete (its folder,
+        not MLflow, which only hears of it later): polling stops when the sweep does."""
         while not swept.is_set():
-            if any(Path(grid.storage_path).glob("*/step_*/COMPLETE")) and _trial_pids():
-                pid = _trial_pids()[0]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            ours = [pid for pid in _trial_pids() if pid not in earlier]
+            if any(Path(grid.storage_path).glob("*/step_*/COMPLETE")) and ours:
+                os.kill(ours[0], signal.SIGKILL)
+                killed.append(ours[0])
                 return
             time.sleep(0.05)
 
