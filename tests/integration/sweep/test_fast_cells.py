@@ -59,13 +59,15 @@ def _steps(uri: str, run_id: str, key: str) -> list[int]:
 
 
 def _trial_pids() -> list[int]:
-    """PIDs of the live Tune trial actors of this session's cluster."""
+    """PIDs of the live Tune trial actors of this session's cluster. Ray names the class
+    `ImplicitFunc` or, once a cluster has seen that name, `wrap_function.<locals>.ImplicitFunc`."""
     import ray._private.state as state
 
     return [
         actor["Pid"]
         for actor in state.actors().values()
-        if actor["ActorClassName"] == "ImplicitFunc" and actor["State"] == "ALIVE"
+        if actor["ActorClassName"].rsplit(".", 1)[-1] == "ImplicitFunc"
+        and actor["State"] == "ALIVE"
     ]
 
 
