@@ -31,6 +31,9 @@ TRIAL_DRIVER = "trial_driver"
 #: For the jobs of a local cluster: no machine of it can be preempted, so Ray Train's preemption
 #: watcher (one more actor process per run, about 2 CPU-seconds on 2 cores) has nothing to watch.
 LOCAL_JOB_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+#: Where Ray announces that a new local cluster turned token authentication on (RAY_AUTH_MODE
+#: unset), as a WARNING in the middle of the progress lines; the start line says it instead.
+AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,33 @@ def _join_or_start(address: str | None, num_cpus: int | None) -> Connection:
 
 def _start_local(num_cpus: int | None, note: str) -> Connection:
     cpus = num_cpus or os.cpu_count() or 1
-    ray.init(
-        address="local",
-        num_cpus=cpus,
-        resources={TRIAL_DRIVER: 64},
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=QUIET,
-        runtime_env={"env_vars": LOCAL_JOB_ENV},
-    )
+    auth_notice = logging.getLogger(AUTH_NOTICE_LOGGER)
+    level = auth_notice.level
+    auth_notice.setLevel(logging.ERROR)
+    try:
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            resources={TRIAL_DRIVER: 64},
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=QUIET,
+            runtime_env={"env_vars": LOCAL_JOB_ENV},
+        )
+    finally:
+        auth_notice.setLevel(level)
     session = record_session(Path(ray._private.worker._global_node.get_session_dir_path()))
     return Connection(
-        f"started a local Ray cluster ({cpus} CPU{'s' * (cpus > 1)}, {session.name}); it stops "
-        f"with this run{note}",
+        f"started a local Ray cluster ({cpus} CPU{'s' * (cpus > 1)}, {session.name}, "
+        f"{_authentication()}); it stops with this run{note}",
         session=session,
     )
+
+
+def _authentication() -> str:
+    """Whether the local cluster just started requires Ray's token (Ray turns it on for a new
+    local cluster unless RAY_AUTH_MODE says otherwise, and records the mode there)."""
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if mode == "token":
+        return "token authentication on"
+    return f"token authentication off: RAY_AUTH_MODE={mode or 'unset'}"

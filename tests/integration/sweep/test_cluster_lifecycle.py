@@ -194,6 +194,26 @@ def test_leftovers_of_a_killed_driver_are_stopped_and_no_running_session_is_join
         other.kill_all()
 
 
+def test_a_new_local_cluster_states_its_authentication_in_the_start_line_not_a_ray_warning(
+    ray_env, tmp_path
+):
+    """As a user runs it (RAY_AUTH_MODE unset): Ray turns token authentication on and would
+    print a WARNING among the progress lines; the start line says it instead."""
+    env = {key: value for key, value in ray_env.items() if key != "RAY_AUTH_MODE"}
+    env["HOME"] = str(tmp_path)  # Ray writes its token under ~/.ray
+    driver = Driver(HOLD, ["local", "exit"], env)
+    try:
+        first = driver.wait_for("CONNECTED")
+        driver.wait_for("SHUT DOWN")
+        assert driver.process.wait(timeout=60) == 0
+    finally:
+        driver.kill_all()
+    assert first.startswith("CONNECTED started a local Ray cluster"), first
+    assert "token authentication on)" in first, first
+    assert (tmp_path / ".ray" / "auth_token").exists(), "Ray did not turn authentication on"
+    assert not [line for line in driver.seen if "Token authentication" in line], driver.seen
+
+
 def test_a_ray_start_cluster_is_joined_and_a_dead_one_is_not(ray_env):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
