@@ -126,8 +126,8 @@ def _start_local(num_cpus: int | None, note: str) -> Connection:
 
 
 def _authentication() -> str:
-    """Whether the local cluster just started requires Ray's token (Ray turns it on for a new
-    local cluster unless RAY_AUTH_MODE says otherwise, and records the mode there)."""
+    """Whether the local cluster just started requires Ray's token: with RAY_AUTH_MODE unset,
+    `ray.init` turns it on for a new local cluster and sets RAY_AUTH_MODE=token."""
     mode = os.environ.get("RAY_AUTH_MODE", "").lower()
     if mode == "token":
         return "token authentication on"
