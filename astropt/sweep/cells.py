@@ -190,6 +190,7 @@ def expand(grid: GridConfig, facts: DataFacts) -> list[Cell]:
     cells = []
     for size in grid.sizes:
         for spec in size_specs(grid, size):
-            budgets = grid.budgets.for_size(count_parameters(spec.model).non_embedding)
+            n_params = count_parameters(spec.model).non_embedding
+            budgets = grid.budgets_for(size).for_size(n_params)
             cells += make(grid, spec, budgets, facts)
     return sorted(cells, key=lambda c: (c.role != Role.TRUNK, -c.compute.six_nd, c.name))

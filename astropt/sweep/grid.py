@@ -35,14 +35,6 @@ from astropt.config import (
 from astropt.storage import absolute_uri, join
 
 
-class CustomSize(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    n_layer: PositiveInt
-    n_head: PositiveInt
-    n_embd: PositiveInt
-    lr: PositiveFloat | None = None
-
-
 class Budgets(StrictModel):
     """Exactly one of: absolute token counts, tokens per parameter, or IsoFLOP budgets."""
 
@@ -67,6 +59,19 @@ class Budgets(StrictModel):
         if self.tokens_per_param:
             return [int(k * n_params) for k in self.tokens_per_param]
         return [int(c / (6 * n_params)) for c in self.isoflops]
+
+
+class CustomSize(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    n_layer: PositiveInt
+    n_head: PositiveInt
+    n_embd: PositiveInt
+    lr: PositiveFloat | None = None
+    budgets: Budgets | None = Field(
+        None,
+        description="this size's own budgets instead of the grid's: e.g. the smallest sizes "
+        "only at budgets where their many short steps stay affordable",
+    )
 
 
 class ProbeStep(StrictModel):
@@ -159,6 +164,11 @@ class GridConfig(StrictModel):
         for size in self.sizes:
             self.model_for(size)  # shape errors (heads) surface here
         return self.model_copy(update={"data": self.data.placed(self.image)})
+
+    def budgets_for(self, size: str | CustomSize) -> Budgets:
+        """The size's own budgets where it gives them, else the grid's."""
+        own = size.budgets if isinstance(size, CustomSize) else None
+        return own or self.budgets
 
     def model_for(self, size: str | CustomSize) -> ModelConfig:
         if isinstance(size, str):

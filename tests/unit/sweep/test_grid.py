@@ -71,6 +71,13 @@ def test_tokens_per_param_and_isoflop_budgets(tmp_path):
         assert cell.train.tokens == int(1e12 / (6 * cell.plan.n_params))
 
 
+def test_a_size_with_its_own_budgets_runs_those_and_leaves_the_others_on_the_grids(tmp_path):
+    own = {"name": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 32, "budgets": {"tokens": [2e5]}}
+    cells = expand(load_grid(_write(tmp_path, BASE | {"sizes": ["1M", own]})))
+    tokens = {s: sorted(c.train.tokens for c in cells if c.size == s) for s in ("1M", "tiny")}
+    assert tokens == {"1M": [100_000, 300_000], "tiny": [200_000]}
+
+
 def test_data_facts_without_data_come_from_the_synthetic_spec_or_the_grid(tmp_path):
     synthetic = expand(
         load_grid(_write(tmp_path, BASE | {"data": {"synthetic": {"images": 2000}}}))
@@ -99,6 +106,10 @@ def test_data_facts_without_data_come_from_the_synthetic_spec_or_the_grid(tmp_pa
         ({"training": {"lr": "fastest"}}, "training.lr"),
         ({"training": {"warmup": {"fraction": 0.1, "steps": 3}}}, "exactly one of warmup"),
         ({"resources": {"by_size": {"9M": {"workers": 1}}}}, r"by_size: \['9M'\] are not sizes"),
+        (
+            {"sizes": [{"name": "x", "n_layer": 1, "n_head": 1, "n_embd": 8, "budgets": {}}]},
+            r"sizes\.0\.budgets: give exactly one of tokens",
+        ),
     ],
 )
 def test_bad_grids_name_the_key_and_what_was_expected(tmp_path, change, message):
