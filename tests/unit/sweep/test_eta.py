@@ -34,7 +34,7 @@ def _left(prior: Costs, runs: list[dict], done: int) -> tuple[float, float]:
 
 def test_the_eta_after_the_first_run_is_within_30_percent(recorded):
     prior, runs = recorded
-    assert len(runs) == 30  # the default grid: 6 trunks, 24 cells
+    assert len(runs) == 32  # the default grid: 8 trunks, 24 cells
     estimate, actual = _left(prior, runs, done=1)
     assert abs(estimate / actual - 1) <= 0.30, (estimate, actual)
 
