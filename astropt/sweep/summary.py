@@ -140,7 +140,8 @@ def curves_plot(client: MlflowClient, table: pd.DataFrame, path: Path) -> None:
             tokens = {
                 m.step: m.value for m in metric_history(client, row.run_id, Metric.TOKENS_SEEN)
             }
-            steps = sorted(set(loss) & set(tokens))
+            # from the first evaluation on: step 0 (no tokens yet) has no place on a log axis
+            steps = sorted(s for s in set(loss) & set(tokens) if tokens[s] > 0)
             ax.plot(
                 [tokens[s] for s in steps],
                 [loss[s] for s in steps],
