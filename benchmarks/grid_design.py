@@ -27,7 +27,6 @@ from astropt.record import Role
 from astropt.sweep.cells import expand
 from astropt.sweep.grid import load_grid
 from astropt.sweep.run import grid_facts
-from astropt.train.plan import TrainPlan
 
 LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 RESULTS = Path(__file__).parent / "results" / "grid_design.json"
@@ -39,15 +38,9 @@ def grid_cells(path: Path) -> tuple[np.ndarray, np.ndarray]:
     cells = [c for c in expand(grid, grid_facts(grid)) if c.role == Role.CELL]
     n = np.array([c.plan.n_params for c in cells], dtype=float)
     tokens = np.array([c.plan.tokens_seen for c in cells], dtype=float)
-    unique = np.array([_unique_tokens(c.plan) for c in cells])
+    # no data facts (unique tokens unknown): treated as never repeated
+    unique = np.array([c.plan.unique_tokens or np.inf for c in cells], dtype=float)
     return n, effective_data(tokens, tokens / unique)
-
-
-def _unique_tokens(plan: TrainPlan) -> float:
-    """The training set's tokens; unknown (no data facts): never repeated."""
-    if plan.train_images is None:
-        return np.inf
-    return float(plan.train_images * plan.tokens_per_image)
 
 
 def interval_widths(

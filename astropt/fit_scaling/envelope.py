@@ -19,7 +19,8 @@ from astropt.fit_scaling.power_law import LogLogFit, loglog_fit
 
 @dataclass(frozen=True)
 class Curve:
-    """One run's validation curve."""
+    """One run's validation curve from its first evaluation after step 0 (tokens > 0:
+    `astropt.record.validation_curve`)."""
 
     cell: str
     N: float
@@ -48,7 +49,7 @@ class EnvelopeResult:
 
 def _interpolated(curve: Curve, log_grid: np.ndarray, compute: ComputeModel) -> np.ndarray:
     """The curve's loss at the grid (NaN outside the compute range it covers)."""
-    keep = np.isfinite(curve.loss) & (curve.tokens > 0)
+    keep = np.isfinite(curve.loss)
     log_c = np.log(compute.flops_per_token(curve.N) * curve.tokens[keep])
     order = np.argsort(log_c)
     if order.size == 0:
@@ -61,9 +62,9 @@ def envelope(
 ) -> EnvelopeResult | str:
     """The lower envelope and N_opt(C) through it, or why it cannot be computed."""
     compute = compute or ComputeModel()
-    computes = [compute.flops_per_token(c.N) * c.tokens[c.tokens > 0] for c in curves]
+    computes = [compute.flops_per_token(c.N) * c.tokens for c in curves]
     if not curves or not any(c.size for c in computes):
-        return "no val/loss history with positive tokens_seen"
+        return "no val/loss history"
     every = np.concatenate(computes)
     log_grid = np.linspace(np.log(every.min()), np.log(every.max()), n_points)
     table = np.stack([_interpolated(c, log_grid, compute) for c in curves])

@@ -24,6 +24,7 @@ from astropt.record import (
     make_client,
     search_runs,
     sqlite_path,
+    validation_curve,
 )
 
 # What every finished cell must have, N, D and the loss, as (kind, name).
@@ -118,19 +119,10 @@ def _optional(run: Run) -> dict[str, float]:
 
 
 def _curve(client: MlflowClient, run_id: str, cell: str, N: float) -> Curve | None:
-    """The val/loss history against tokens_seen, joined on the optimizer step."""
-    loss = client.get_metric_history(run_id, Metric.VAL_LOSS)
-    tokens = client.get_metric_history(run_id, Metric.TOKENS_SEEN)
-    if not loss or not tokens:
+    tokens, loss = validation_curve(client, run_id)
+    if not tokens:
         return None
-    frame = pd.merge(
-        pd.DataFrame({"step": [m.step for m in loss], "loss": [m.value for m in loss]}),
-        pd.DataFrame({"step": [m.step for m in tokens], "tokens": [m.value for m in tokens]}),
-        on="step",
-    ).drop_duplicates("step", keep="last")
-    return Curve(
-        cell=cell, N=N, tokens=frame["tokens"].to_numpy(float), loss=frame["loss"].to_numpy(float)
-    )
+    return Curve(cell=cell, N=N, tokens=np.array(tokens), loss=np.array(loss))
 
 
 def load_mlflow(tracking_uri: str, experiment: str | None, parent_run_id: str | None) -> FitData:

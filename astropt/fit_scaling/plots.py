@@ -14,8 +14,6 @@ from matplotlib.figure import Figure
 
 from astropt.fit_scaling.allocation import compute_optimal
 from astropt.fit_scaling.analysis import Analysis, ParametricResult, prediction_computes
-from astropt.fit_scaling.compute import ComputeModel
-from astropt.fit_scaling.envelope import Curve
 from astropt.fit_scaling.isoflop import IsoflopResult
 from astropt.fit_scaling.parametric import theta_to_params
 
@@ -32,14 +30,6 @@ def _size_colours(sizes: np.ndarray) -> ScalarMappable:
     return ScalarMappable(norm=LogNorm(vmin=low, vmax=max(high, 1.01 * low)), cmap="viridis")
 
 
-def curve_points(curve: Curve, compute: ComputeModel) -> tuple[np.ndarray, np.ndarray]:
-    """A validation curve as (compute, loss), without its step-0 point: on a log axis matplotlib
-    would clip C = 0 to the edge and draw a flat line from there to the first evaluation."""
-    c = compute.flops_per_token(curve.N) * np.asarray(curve.tokens, dtype=float)
-    seen = c > 0
-    return c[seen], np.asarray(curve.loss, dtype=float)[seen]
-
-
 def loss_vs_compute(analysis: Analysis, path: Path) -> None:
     """Final loss of each cell against compute, one colour per model size, with validation
     curves (MLflow input), the fitted law along each size and the envelope."""
@@ -48,7 +38,8 @@ def loss_vs_compute(analysis: Analysis, path: Path) -> None:
     colours = _size_colours(cells["N"].to_numpy())
     compute = analysis.compute.model
     for curve in analysis.data.curves:
-        ax.plot(*curve_points(curve, compute), color=colours.to_rgba(curve.N), alpha=0.3, lw=0.8)
+        c = compute.flops_per_token(curve.N) * curve.tokens
+        ax.plot(c, curve.loss, color=colours.to_rgba(curve.N), alpha=0.3, lw=0.8)
     for n, group in cells.groupby("N"):
         colour = colours.to_rgba(n)
         ax.scatter(group["C"], group["loss"], color=colour, s=18, zorder=3)

@@ -24,6 +24,7 @@ from astropt.record.metrics import (
     MetricPoint,
     logged_through,
     metric_history,
+    validation_curve,
 )
 from astropt.record.names import (
     CONFIG_FILE,
@@ -108,4 +109,5 @@ __all__ = [
     "set_tags",
     "sqlite_path",
     "ui_link",
+    "validation_curve",
 ]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from mlflow.entities import Metric as MetricPoint
 from mlflow.tracking import MlflowClient
 
+from astropt.record.names import Metric
+
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # MLflow's limit on entities per log_batch call
 
@@ -22,6 +24,16 @@ def logged_through(client: MlflowClient, run_id: str) -> dict[str, int]:
 
 def metric_history(client: MlflowClient, run_id: str, key: str) -> list[MetricPoint]:
     return client.get_metric_history(run_id, key)
+
+
+def validation_curve(client: MlflowClient, run_id: str) -> tuple[list[float], list[float]]:
+    """A run's (tokens seen, val loss) at each evaluation, in step order, joined on the step
+    (the last value where a step was logged twice). The step-0 evaluation is left out: it has
+    seen no tokens, so it has no place on a log tokens or compute axis."""
+    loss = {m.step: m.value for m in metric_history(client, run_id, Metric.VAL_LOSS)}
+    tokens = {m.step: m.value for m in metric_history(client, run_id, Metric.TOKENS_SEEN)}
+    steps = sorted(step for step in loss.keys() & tokens.keys() if tokens[step] > 0)
+    return [tokens[s] for s in steps], [loss[s] for s in steps]
 
 
 @dataclass

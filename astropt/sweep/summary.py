@@ -21,10 +21,10 @@ from astropt.record import (
     Tag,
     find_sweep_run,
     log_params,
-    metric_history,
     run_status,
     search_runs,
     set_tags,
+    validation_curve,
 )
 
 SUMMARY_COLUMNS = [
@@ -136,15 +136,10 @@ def curves_plot(client: MlflowClient, table: pd.DataFrame, path: Path) -> None:
     )
     for ax, size in zip(axes[0], sizes, strict=False):
         for row in table[table["size"] == size].itertuples():
-            loss = {m.step: m.value for m in metric_history(client, row.run_id, Metric.VAL_LOSS)}
-            tokens = {
-                m.step: m.value for m in metric_history(client, row.run_id, Metric.TOKENS_SEEN)
-            }
-            # from the first evaluation on: step 0 (no tokens yet) has no place on a log axis
-            steps = sorted(s for s in set(loss) & set(tokens) if tokens[s] > 0)
+            tokens, loss = validation_curve(client, row.run_id)
             ax.plot(
-                [tokens[s] for s in steps],
-                [loss[s] for s in steps],
+                tokens,
+                loss,
                 ".-",
                 lw=1,
                 ms=3,
